@@ -1,0 +1,162 @@
+// A host file as a device: positional I/O on one SafeFileHandle shared by all threads (RandomAccess), so
+// there is no seek state to race on. Holes are made with fallocate and found with SEEK_DATA/SEEK_HOLE.
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace Fvd.Core.Io;
+
+public sealed class FileDevice : IBlockDevice
+{
+    private readonly SafeFileHandle _handle;
+    private readonly int _fd;
+    private long _length;
+
+    public string Path { get; }
+    public bool IsReadOnly { get; }
+    public long Length => Volatile.Read(ref _length);
+
+    private FileDevice(string path, SafeFileHandle handle, bool readOnly)
+    {
+        Path = path;
+        _handle = handle;
+        _fd = (int)handle.DangerousGetHandle();
+        IsReadOnly = readOnly;
+        _length = RandomAccess.GetLength(handle);
+    }
+
+    /// <summary>Opens an existing file. The error names the path and says what is wrong.</summary>
+    public static FileDevice Open(string path, bool readOnly)
+    {
+        try
+        {
+            var h = File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
+                FileShare.ReadWrite | FileShare.Delete);
+            return new FileDevice(path, h, readOnly);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw FvdException.FromIo(e, path, "cannot open");
+        }
+    }
+
+    /// <summary>Creates (or truncates) a file of the given length; the new file is sparse.</summary>
+    public static FileDevice Create(string path, long length, bool overwrite = false)
+    {
+        try
+        {
+            var h = File.OpenHandle(path, overwrite ? FileMode.Create : FileMode.CreateNew, FileAccess.ReadWrite,
+                FileShare.ReadWrite | FileShare.Delete);
+            RandomAccess.SetLength(h, length);
+            return new FileDevice(path, h, false);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw FvdException.FromIo(e, path, "cannot create");
+        }
+    }
+
+    public int Fd => _fd;
+
+    public void Read(long offset, Span<byte> buffer)
+    {
+        DeviceChecks.Range(this, offset, buffer.Length, Path);
+        // RandomAccess.Read may return short counts; loop until the range is filled.
+        while (!buffer.IsEmpty)
+        {
+            int n;
+            try { n = RandomAccess.Read(_handle, buffer, offset); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw FvdException.FromIo(e, Path, "read failed"); }
+            if (n == 0)
+            {
+                // The file shrank under us (or is shorter than its recorded length): the rest reads as zeros.
+                buffer.Clear();
+                return;
+            }
+            buffer = buffer[n..];
+            offset += n;
+        }
+    }
+
+    public void Write(long offset, ReadOnlySpan<byte> buffer)
+    {
+        DeviceChecks.Writable(this, Path);
+        DeviceChecks.Range(this, offset, buffer.Length, Path);
+        try { RandomAccess.Write(_handle, buffer, offset); } // loops on short writes internally
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw FvdException.FromIo(e, Path, "write failed"); }
+    }
+
+    public void Flush()
+    {
+        if (IsReadOnly) return;
+        if (Libc.fdatasync(_fd) != 0) throw Errno("fdatasync failed");
+    }
+
+    /// <summary>Grows or shrinks the file (metadata-file growth, tests).</summary>
+    public void SetLength(long length)
+    {
+        DeviceChecks.Writable(this, Path);
+        try { RandomAccess.SetLength(_handle, length); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw FvdException.FromIo(e, Path, "resize failed"); }
+        Volatile.Write(ref _length, length);
+    }
+
+    public void Discard(long offset, long length)
+    {
+        DeviceChecks.Writable(this, Path);
+        DeviceChecks.Range(this, offset, length, Path);
+        if (length == 0) return;
+        if (Libc.fallocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length) == 0) return;
+        int err = Marshal.GetLastPInvokeError();
+        if (err != Libc.EOPNOTSUPP) throw Errno("punch hole failed", err);
+        DeviceChecks.WriteZeroesByWrites(this, offset, length);
+    }
+
+    public void WriteZeroes(long offset, long length)
+    {
+        DeviceChecks.Writable(this, Path);
+        DeviceChecks.Range(this, offset, length, Path);
+        if (length == 0) return;
+        if (Libc.fallocate(_fd, Libc.FALLOC_FL_ZERO_RANGE | Libc.FALLOC_FL_KEEP_SIZE, offset, length) == 0) return;
+        int err = Marshal.GetLastPInvokeError();
+        if (err != Libc.EOPNOTSUPP) throw Errno("zero range failed", err);
+        // Punching also reads back as zeros, and costs no space.
+        if (Libc.fallocate(_fd, Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length) == 0) return;
+        DeviceChecks.WriteZeroesByWrites(this, offset, length);
+    }
+
+    public Extent GetExtent(long offset, long maxLength)
+    {
+        DeviceChecks.Range(this, offset, 1, Path);
+        long limit = Math.Min(Length, offset + maxLength);
+        long data = Libc.lseek(_fd, offset, Libc.SEEK_DATA);
+        if (data < 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            if (err == Libc.ENXIO) return new Extent(ExtentKind.Zero, offset, limit - offset); // hole to EOF
+            return new Extent(ExtentKind.Data, offset, limit - offset); // cannot tell
+        }
+        if (data > offset) return new Extent(ExtentKind.Zero, offset, Math.Min(data, limit) - offset);
+        long hole = Libc.lseek(_fd, offset, Libc.SEEK_HOLE);
+        if (hole < 0) hole = limit;
+        return new Extent(ExtentKind.Data, offset, Math.Min(hole, limit) - offset);
+    }
+
+    /// <summary>Takes an advisory lock so two writers cannot open one image; shared for readers.</summary>
+    public void Lock(bool exclusive)
+    {
+        if (Libc.flock(_fd, (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) == 0) return;
+        int err = Marshal.GetLastPInvokeError();
+        if (err == Libc.EWOULDBLOCK)
+            throw new FvdException(FvdErrorKind.Busy, "image is in use by another process (locked)", Path);
+        throw Errno("flock failed", err);
+    }
+
+    private FvdException Errno(string what, int err = -1)
+    {
+        if (err < 0) err = Marshal.GetLastPInvokeError();
+        var kind = err == Libc.ENOSPC ? FvdErrorKind.NoSpace : FvdErrorKind.Io;
+        return new FvdException(kind, $"{what}: {Libc.StrError(err)}", Path);
+    }
+
+    public void Dispose() => _handle.Dispose();
+}

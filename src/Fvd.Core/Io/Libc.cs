@@ -1,0 +1,44 @@
+// The few libc calls .NET does not expose: fdatasync, fallocate modes, lseek SEEK_DATA/SEEK_HOLE, flock.
+// (Mono.Posix covers some of these but not the fallocate modes or SEEK_DATA; one small import keeps the
+// core library free of that dependency.)
+using System.Runtime.InteropServices;
+
+namespace Fvd.Core.Io;
+
+internal static partial class Libc
+{
+    public const int FALLOC_FL_KEEP_SIZE = 0x01;
+    public const int FALLOC_FL_PUNCH_HOLE = 0x02;
+    public const int FALLOC_FL_ZERO_RANGE = 0x10;
+    public const int SEEK_DATA = 3;
+    public const int SEEK_HOLE = 4;
+    public const int LOCK_EX = 2;
+    public const int LOCK_SH = 1;
+    public const int LOCK_NB = 4;
+
+    public const int ENXIO = 6;
+    public const int ENOSPC = 28;
+    public const int EOPNOTSUPP = 95;
+    public const int EINTR = 4;
+    public const int EWOULDBLOCK = 11;
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int fdatasync(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int fallocate(int fd, int mode, long offset, long len);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial long lseek(int fd, long offset, int whence);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int flock(int fd, int operation);
+
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int open(string path, int flags, int mode);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int close(int fd);
+
+    public static string StrError(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+}
