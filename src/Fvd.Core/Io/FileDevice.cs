@@ -57,6 +57,12 @@ public sealed class FileDevice : IBlockDevice
 
     public int Fd => _fd;
 
+    /// <summary>
+    /// Treats the device as length bytes long without changing the file: bytes past the file's end read as
+    /// zeros (see Read) and the file grows when written there.
+    /// </summary>
+    public void AssumeLength(long length) => Volatile.Write(ref _length, length);
+
     public void Read(long offset, Span<byte> buffer)
     {
         DeviceChecks.Range(this, offset, buffer.Length, Path);

@@ -1,0 +1,57 @@
+# FvdFuse: make deps | build | test | run | install PREFIX=dir | reliability | bench
+SHELL := /bin/bash
+DOTNET ?= dotnet
+CONFIG ?= Release
+PREFIX ?= /usr/local
+OUT := $(CURDIR)/out
+DEMO := $(CURDIR)/demo
+APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace
+
+.PHONY: deps build test run install reliability bench clean publish
+
+# Installs what the build and the tests need (idempotent; as root, as in CI).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to install:$$missing" >&2; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@[ -e /dev/fuse ] || { modprobe fuse 2>/dev/null || true; }
+
+build:
+	$(DOTNET) build FvdFuse.sln -c $(CONFIG) -nologo -v quiet -clp:ErrorsOnly
+
+# Self-contained framework-dependent publish of the two tools into out/bin.
+publish:
+	$(DOTNET) publish src/Fvd.Img/Fvd.Img.csproj -c $(CONFIG) -o $(OUT)/lib/fvd-img -nologo -v quiet
+	$(DOTNET) publish src/Fvd.Mount/Fvd.Mount.csproj -c $(CONFIG) -o $(OUT)/lib/fvdmount -nologo -v quiet
+	mkdir -p $(OUT)/bin
+	ln -sf ../lib/fvd-img/fvd-img $(OUT)/bin/fvd-img
+	ln -sf ../lib/fvdmount/fvdmount $(OUT)/bin/fvdmount
+
+test: deps build
+	bash tests/run-tests.sh $(CONFIG)
+
+run: deps publish
+	bash packaging/demo.sh $(OUT)/bin $(DEMO)
+
+install: publish
+	mkdir -p $(PREFIX)/bin $(PREFIX)/lib/fvdfuse $(PREFIX)/share/man/man1 $(PREFIX)/share/man/man5
+	rm -rf $(PREFIX)/lib/fvdfuse/fvd-img $(PREFIX)/lib/fvdfuse/fvdmount
+	cp -r $(OUT)/lib/fvd-img $(OUT)/lib/fvdmount $(PREFIX)/lib/fvdfuse/
+	ln -sf ../lib/fvdfuse/fvd-img/fvd-img $(PREFIX)/bin/fvd-img
+	ln -sf ../lib/fvdfuse/fvdmount/fvdmount $(PREFIX)/bin/fvdmount
+	for m in man/*.1; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man1/; done; true
+	for m in man/*.5; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man5/; done; true
+	[ -e packaging/mount.fuse.fvd ] && install -m 755 packaging/mount.fuse.fvd $(PREFIX)/bin/ || true
+
+reliability: deps build
+	@echo "reliability harness: see issue 5"
+
+bench: deps publish
+	@echo "benchmarks: see issue 6"
+
+clean:
+	$(DOTNET) clean FvdFuse.sln -nologo -v quiet; rm -rf $(OUT) $(DEMO)

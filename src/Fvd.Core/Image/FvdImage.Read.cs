@@ -1,0 +1,128 @@
+// Reads: split by the bitmap into runs served by the data file and runs served by the backing image
+// (paper 3.2). Bytes past the backing's end read as zeros; once prefetch has finished, everything is local.
+using System.Buffers;
+using Fvd.Core.Io;
+
+namespace Fvd.Core.Image;
+
+public sealed partial class FvdImage
+{
+    public void Read(long offset, Span<byte> buffer)
+    {
+        ThrowIfDisposed();
+        DeviceChecks.Range(this, offset, buffer.Length, Path);
+        long pos = offset;
+        long end = offset + buffer.Length;
+        while (pos < end)
+        {
+            long runEnd = RunEnd(pos, end, out bool local);
+            var dst = buffer.Slice((int)(pos - offset), (int)(runEnd - pos));
+            if (local) _data.Read(pos, dst);
+            else ReadBacking(pos, dst);
+            pos = runEnd;
+        }
+    }
+
+    /// <summary>
+    /// The end of the run starting at pos (at most end) whose blocks are all local or all in the backing.
+    /// </summary>
+    private long RunEnd(long pos, long end, out bool local)
+    {
+        if (pos >= BitmapEnd || AllLocal)
+        {
+            local = true;
+            return end;
+        }
+        long block = pos >> _blockShift;
+        local = _bitmap.Get(block);
+        long next = _bitmap.NextWithValue(block, _bitmap.Blocks, !local);
+        // Past the last bitmap block everything is local, so a local run continues to the end.
+        if (local && next == _bitmap.Blocks) return end;
+        return Math.Min(end, next << _blockShift);
+    }
+
+    /// <summary>
+    /// End of the bytes that have bits: the backing's size rounded up to a whole block (the last block may
+    /// reach past the backing's end; its bit covers that tail too).
+    /// </summary>
+    private long BitmapEnd => Math.Min(_bitmap.Blocks << _blockShift, Length);
+
+    /// <summary>True once every block is local (prefetch finished): the backing is never consulted.</summary>
+    private bool AllLocal => (_header.Flags & Format.HeaderFlags.PrefetchFinished) != 0;
+
+    /// <summary>Reads backing content for [pos, pos+dst.Length); the part past the backing's end is zeros.</summary>
+    private void ReadBacking(long pos, Span<byte> dst)
+    {
+        long inBacking = Math.Clamp(_header.BackingSize - pos, 0, dst.Length);
+        if (inBacking > 0)
+        {
+            if (_backing is null)
+                throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
+            _backing.Read(pos, dst[..(int)inBacking]);
+        }
+        dst[(int)inBacking..].Clear();
+    }
+
+    /// <summary>Where each range of the disk comes from (fvd-img map, SEEK_DATA/SEEK_HOLE).</summary>
+    public IEnumerable<MapEntry> Map(long offset = 0, long length = -1)
+    {
+        ThrowIfDisposed();
+        long end = length < 0 ? Length : Math.Min(Length, offset + length);
+        long pos = offset;
+        MapEntry? pending = null;
+        while (pos < end)
+        {
+            long runEnd = RunEnd(pos, end, out bool local);
+            for (long p = pos; p < runEnd;)
+            {
+                MapEntry e;
+                if (local)
+                {
+                    var x = _data.GetExtent(p, runEnd - p);
+                    e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Data : MapKind.Zero);
+                }
+                else
+                {
+                    long inBacking = Math.Min(runEnd, _header.BackingSize);
+                    if (p >= inBacking) e = new MapEntry(p, runEnd - p, MapKind.BackingZero);
+                    else if (_backing is null) e = new MapEntry(p, inBacking - p, MapKind.Backing);
+                    else
+                    {
+                        var x = _backing.GetExtent(p, inBacking - p);
+                        e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Backing : MapKind.BackingZero);
+                    }
+                }
+                if (e.Length <= 0) throw new FvdException(FvdErrorKind.Io, $"extent query at {p} returned nothing", Path);
+                if (pending is { } q && q.Kind == e.Kind && q.Offset + q.Length == e.Offset)
+                    pending = q with { Length = q.Length + e.Length };
+                else
+                {
+                    if (pending is { } done) yield return done;
+                    pending = e;
+                }
+                p += e.Length;
+            }
+            pos = runEnd;
+        }
+        if (pending is { } last) yield return last;
+    }
+
+    public Extent GetExtent(long offset, long maxLength)
+    {
+        DeviceChecks.Range(this, offset, 1, Path);
+        long limit = Math.Min(Length, offset + maxLength);
+        ExtentKind? kind = null;
+        long pos = offset;
+        foreach (var m in Map(offset, limit - offset))
+        {
+            var k = m.Kind is MapKind.Data or MapKind.Backing ? ExtentKind.Data : ExtentKind.Zero;
+            if (kind is null) kind = k;
+            else if (kind != k) break;
+            pos = m.Offset + m.Length;
+        }
+        return new Extent(kind ?? ExtentKind.Zero, offset, pos - offset);
+    }
+
+    /// <summary>Rents a block-sized buffer; returned with ArrayPool.Shared.Return.</summary>
+    private byte[] RentBlock() => ArrayPool<byte>.Shared.Rent(BlockSize);
+}

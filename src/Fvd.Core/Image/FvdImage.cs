@@ -1,0 +1,367 @@
+// An open FVD image: the metadata file (header + bitmap), the data file (byte d = virtual byte d) and the
+// read-only backing image. The image is itself an IBlockDevice, so FUSE, tools and tests treat it like a
+// file. This part: create, open, flush, close. Reads: FvdImage.Read.cs. Writes: FvdImage.Write.cs.
+//
+// Durability (DESIGN.md 3, 5): a bit goes 0 -> 1 on disk only after its block's data is durable.
+// Flush = snapshot dirty bitmap pages -> fdatasync(data) -> write pages -> fdatasync(metadata).
+using Fvd.Core.Format;
+using Fvd.Core.Io;
+
+namespace Fvd.Core.Image;
+
+public sealed partial class FvdImage : IBlockDevice
+{
+    /// <summary>Largest default bitmap (paper 3.3.1 / original FVD's MODERATE_BITMAP_SIZE).</summary>
+    public const long DefaultMaxBitmapBytes = 4 << 20;
+    public const int DefaultMinBlockSize = 4096;
+
+    private readonly FileDevice _meta;
+    private readonly IBlockDevice _data;
+    private readonly IBlockDevice? _backing;
+    private readonly Bitmap _bitmap;
+    private readonly int _blockShift;
+    private readonly object _flushLock = new();
+    private FvdHeader _header;
+    private int _disposed;
+
+    public string Path { get; }
+    public FvdHeader Header => _header;
+    public long Length => _header.VirtualSize;
+    public bool IsReadOnly { get; }
+    public int BlockSize => _header.BlockSize;
+    /// <summary>Bytes covered by the bitmap: min(backing size, virtual size). 0 without backing.</summary>
+    public long BackingSize => _header.BackingSize;
+    /// <summary>True when the image was not closed cleanly last time (found at open).</summary>
+    public bool WasUnclean { get; }
+    public string? BackingPath { get; }
+    public string DataPath { get; }
+    internal Bitmap Bitmap => _bitmap;
+    internal IBlockDevice DataDevice => _data;
+    internal IBlockDevice? BackingDevice => _backing;
+
+    private FvdImage(string path, FileDevice meta, FvdHeader header, Bitmap bitmap, IBlockDevice data,
+        string dataPath, IBlockDevice? backing, string? backingPath, bool readOnly)
+    {
+        Path = path;
+        _meta = meta;
+        _header = header;
+        _bitmap = bitmap;
+        _data = data;
+        DataPath = dataPath;
+        _backing = backing;
+        BackingPath = backingPath;
+        IsReadOnly = readOnly;
+        _blockShift = System.Numerics.BitOperations.Log2((uint)header.BlockSize);
+        WasUnclean = (header.Flags & HeaderFlags.CleanShutdown) == 0;
+        _stripes = new object[StripeCount];
+        for (int i = 0; i < StripeCount; i++) _stripes[i] = new object();
+    }
+
+    /// <summary>The default block size: smallest power of two >= 4 KiB keeping the bitmap at most 4 MiB.</summary>
+    public static int DefaultBlockSize(long backingSize)
+    {
+        long bs = DefaultMinBlockSize;
+        while (FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8) > DefaultMaxBitmapBytes) bs *= 2;
+        return (int)bs;
+    }
+
+    /// <summary>Resolves a path stored in a header against the image's directory.</summary>
+    public static string ResolveRelative(string imagePath, string stored) =>
+        System.IO.Path.IsPathRooted(stored) ? stored
+            : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(imagePath)) ?? "/", stored));
+
+    /// <summary>Creates a new image (and its data file); the image is left closed and clean.</summary>
+    public static void Create(string path, FvdCreateOptions o)
+    {
+        long vsize = FvdHeader.AlignUp(o.VirtualSize, 512);
+        if (o.VirtualSize <= 0 || vsize > FvdHeader.MaxVirtualSize)
+            throw new FvdException(FvdErrorKind.InvalidArgument, $"virtual size {o.VirtualSize} must be between 1 byte and 64 TiB", path);
+        if (o.BackingFile is not null && o.BackingFormat != "raw")
+            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{o.BackingFormat}' is not supported (only raw)", path);
+        if (!o.Overwrite && File.Exists(path))
+            throw new FvdException(FvdErrorKind.InvalidArgument, "file exists (use a new name)", path);
+
+        FileDevice? backing = null;
+        long backingSize = 0;
+        string? backingResolved = null;
+        if (o.BackingFile is not null)
+        {
+            backingResolved = ResolveRelative(path, o.BackingFile);
+            backing = OpenBacking(backingResolved, new FvdOpenOptions());
+            backingSize = Math.Min(backing.Length, vsize);
+        }
+        try
+        {
+            int bs = o.BlockSize != 0 ? o.BlockSize : DefaultBlockSize(Math.Max(backingSize, 1));
+            if (bs < FvdHeader.MinBlockSize || bs > FvdHeader.MaxBlockSize || (bs & (bs - 1)) != 0)
+                throw new FvdException(FvdErrorKind.InvalidArgument, $"block size {bs} must be a power of two from 512 B to 16 MiB", path);
+            long blocks = backingSize > 0 ? FvdHeader.CeilDiv(backingSize, bs) : 0;
+            long bitmapLen = FvdHeader.CeilDiv(blocks, 8);
+            if (bitmapLen > FvdHeader.MaxBitmapBytes)
+                throw new FvdException(FvdErrorKind.InvalidArgument, $"block size {bs} needs a {bitmapLen}-byte bitmap; choose a larger block size", path);
+            long metaEnd = bitmapLen == 0 ? FvdHeader.Size : FvdHeader.AlignUp(FvdHeader.Size + bitmapLen, 4096);
+            string dataName = o.InlineData ? "" : o.DataFile ?? System.IO.Path.GetFileNameWithoutExtension(path) + ".data";
+            var header = new FvdHeader
+            {
+                Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ? HeaderFlags.CopyOnRead : 0),
+                Incompatible = o.InlineData ? IncompatibleFeatures.InlineData : 0,
+                VirtualSize = vsize,
+                BlockSize = bs,
+                BackingSize = backingSize,
+                BitmapOffset = bitmapLen > 0 ? FvdHeader.Size : 0,
+                BitmapLength = bitmapLen,
+                DataOffset = o.InlineData ? metaEnd : 0,
+                Prefetch = o.Prefetch,
+                BackingFormat = backing is not null ? o.BackingFormat : "",
+                BackingPath = o.BackingFile ?? "",
+                DataFile = dataName,
+            };
+            // Validate what we are about to write with the same rules a reader applies.
+            header.Validate(o.InlineData ? metaEnd + vsize : metaEnd, path);
+
+            var bitmap = new Bitmap(blocks);
+            if (backing is not null && o.ZeroAware) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
+
+            string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
+            using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
+            if (!o.InlineData)
+            {
+                using var data = FileDevice.Create(dataPath, vsize, overwrite: true);
+                data.Flush();
+            }
+            if (bitmapLen > 0) meta.Write(FvdHeader.Size, bitmap.ToBytes());
+            meta.Flush();
+            meta.Write(0, header.ToBytes());
+            meta.Flush();
+        }
+        finally
+        {
+            backing?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Zero-aware creation (paper 3.3.3): blocks of the backing that are holes or all zeros become local,
+    /// so they are never read from the backing and writing them needs no bitmap update. Holes are found
+    /// with SEEK_DATA/SEEK_HOLE; only data regions are read and compared.
+    /// </summary>
+    private static void MarkZeroBlocks(IBlockDevice backing, long backingSize, int bs, Bitmap bitmap, Action<long, long>? progress)
+    {
+        const int chunk = 1 << 20;
+        var buf = new byte[Math.Max(chunk, bs)];
+        long pos = 0;
+        while (pos < backingSize)
+        {
+            var e = backing.GetExtent(pos, backingSize - pos);
+            if (e.Length <= 0) break;
+            if (e.Kind == ExtentKind.Zero)
+            {
+                long first = FvdHeader.CeilDiv(e.Offset, bs);
+                long endBlock = e.End >= backingSize ? bitmap.Blocks : e.End / bs;
+                if (endBlock > first) bitmap.SetRange(first, endBlock - first);
+            }
+            else
+            {
+                long start = e.Offset / bs * bs;
+                long end = Math.Min(FvdHeader.AlignUp(e.End, bs), backingSize);
+                for (long p = start; p < end;)
+                {
+                    int n = (int)Math.Min(buf.Length, end - p);
+                    backing.Read(p, buf.AsSpan(0, n));
+                    for (int off = 0; off < n; off += bs)
+                    {
+                        int len = Math.Min(bs, n - off);
+                        if (DeviceChecks.IsZero(buf.AsSpan(off, len))) bitmap.SetRange((p + off) / bs, 1);
+                    }
+                    p += n;
+                    progress?.Invoke(p, backingSize);
+                }
+            }
+            pos = e.End;
+            progress?.Invoke(pos, backingSize);
+        }
+    }
+
+    private static FileDevice OpenBacking(string resolved, FvdOpenOptions o)
+    {
+        if (!File.Exists(resolved))
+        {
+            if (Directory.Exists(resolved))
+                throw new FvdException(FvdErrorKind.InvalidArgument, "backing file is a directory", resolved);
+            bool isDev = resolved.StartsWith("/dev/", StringComparison.Ordinal) && Path_Exists(resolved);
+            if (!isDev) throw new FvdException(FvdErrorKind.NotFound, "backing file not found", resolved);
+        }
+        var kind = FileKinds.Of(resolved);
+        if (kind == FileKind.BlockDevice && !o.AllowDeviceBacking)
+            throw new FvdException(FvdErrorKind.PermissionDenied, "backing is a block device; allow it explicitly (allow_device_backing)", resolved);
+        if (kind is not (FileKind.Regular or FileKind.BlockDevice))
+            throw new FvdException(FvdErrorKind.PermissionDenied, $"backing is a {kind.ToString().ToLowerInvariant()}, not a regular file", resolved);
+        return FileDevice.Open(resolved, readOnly: true);
+    }
+
+    private static bool Path_Exists(string p) => File.Exists(p) || FileKinds.Of(p) != FileKind.Missing;
+
+    /// <summary>Opens an image. Every header field is validated before use.</summary>
+    public static FvdImage Open(string path, FvdOpenOptions? options = null)
+    {
+        var o = options ?? new FvdOpenOptions();
+        if (!File.Exists(path))
+            throw new FvdException(Directory.Exists(path) ? FvdErrorKind.InvalidArgument : FvdErrorKind.NotFound,
+                Directory.Exists(path) ? "is a directory, not an image" : "image not found", path);
+        var meta = FileDevice.Open(path, o.ReadOnly);
+        IBlockDevice? data = null, backing = null;
+        try
+        {
+            if (!o.NoLock) meta.Lock(exclusive: !o.ReadOnly);
+            var hb = new byte[FvdHeader.Size];
+            if (meta.Length < FvdHeader.Size)
+                throw new FvdException(FvdErrorKind.InvalidFormat, $"file too short for an FVD header ({meta.Length} bytes)", path);
+            meta.Read(0, hb);
+            var header = FvdHeader.Parse(hb, path);
+            header.Validate(meta.Length, path);
+            if ((header.Incompatible & IncompatibleFeatures.Corrupt) != 0 && !o.ReadOnly)
+                throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r'", path);
+
+            var bmBytes = new byte[header.BitmapLength];
+            if (header.BitmapLength > 0) meta.Read(header.BitmapOffset, bmBytes);
+            var bitmap = Bitmap.FromBytes(header.BitmapBlocks, bmBytes, path);
+
+            string dataPath;
+            if (header.InlineData)
+            {
+                if (header.DataOffset > meta.Length || header.VirtualSize > meta.Length - header.DataOffset)
+                {
+                    if (o.ReadOnly)
+                        throw new FvdException(FvdErrorKind.CorruptImage, $"inline data area is truncated (file is {meta.Length} bytes, needs {header.DataOffset + header.VirtualSize})", path);
+                    meta.SetLength(header.DataOffset + header.VirtualSize); // a crash during create; sparse growth is safe
+                }
+                data = new SliceDevice(meta, header.DataOffset, header.VirtualSize);
+                dataPath = path;
+            }
+            else
+            {
+                dataPath = ResolveRelative(path, header.DataFile);
+                if (!File.Exists(dataPath)) throw new FvdException(FvdErrorKind.NotFound, "data file not found", dataPath);
+                var df = FileDevice.Open(dataPath, o.ReadOnly);
+                data = df;
+                // Shorter than the disk (a crash during create, or a copy that dropped a sparse tail): grow it
+                // when writable; read-only, the tail past EOF reads as zeros. Longer: the excess is never used.
+                if (df.Length < header.VirtualSize && !o.ReadOnly) df.SetLength(header.VirtualSize);
+                df.AssumeLength(header.VirtualSize);
+            }
+
+            string? backingPath = null;
+            bool finished = (header.Flags & HeaderFlags.PrefetchFinished) != 0;
+            if (header.HasBacking && !finished)
+            {
+                backingPath = ResolveRelative(path, header.BackingPath);
+                try
+                {
+                    backing = OpenBacking(backingPath, o);
+                    if (backing.Length < header.BackingSize)
+                        throw new FvdException(FvdErrorKind.InvalidFormat,
+                            $"backing file is {backing.Length} bytes, smaller than the {header.BackingSize} bytes the image was created over", backingPath);
+                }
+                catch (FvdException) when (o.AllowMissingBacking)
+                {
+                    backing?.Dispose();
+                    backing = null;
+                }
+            }
+
+            var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, o.ReadOnly);
+            if (!o.ReadOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
+                img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
+            return img;
+        }
+        catch
+        {
+            data?.Dispose(); // a SliceDevice over meta owns nothing
+            backing?.Dispose();
+            meta.Dispose();
+            throw;
+        }
+    }
+
+    private void WriteHeader(FvdHeader h)
+    {
+        _meta.Write(0, h.ToBytes());
+        _meta.Flush();
+        _header = h;
+    }
+
+    /// <summary>
+    /// Makes every write that completed before the call durable, data first and then the bitmap bits that
+    /// name it (data -> fdatasync -> bitmap -> fdatasync).
+    /// </summary>
+    public void Flush()
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) return;
+        lock (_flushLock)
+        {
+            // Snapshot first: every bit set now belongs to a data write that has already completed, so the
+            // fdatasync below makes its data durable before the bit is written.
+            var pages = _bitmap.TakeDirtyPages();
+            var copies = new byte[pages.Count][];
+            for (int i = 0; i < pages.Count; i++)
+            {
+                copies[i] = new byte[Bitmap.PageBytes];
+                _bitmap.CopyPage(pages[i], copies[i]);
+            }
+            try
+            {
+                _data.Flush();
+                if (pages.Count == 0) return;
+                for (int i = 0; i < pages.Count; i++)
+                {
+                    long start = (long)pages[i] * Bitmap.PageBytes;
+                    int len = (int)Math.Min(Bitmap.PageBytes, _bitmap.ByteLength - start);
+                    _meta.Write(_header.BitmapOffset + start, copies[i].AsSpan(0, len));
+                }
+                _meta.Flush();
+            }
+            catch
+            {
+                foreach (var p in pages) _bitmap.MarkDirty(p);
+                throw;
+            }
+        }
+    }
+
+    /// <summary>Sets or clears the copy-on-read default and persists it.</summary>
+    public void SetHeaderFlags(HeaderFlags set, HeaderFlags clear)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
+        lock (_flushLock) WriteHeader(_header with { Flags = (_header.Flags | set) & ~clear });
+    }
+
+    /// <summary>Flushes everything and marks the image clean.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        try
+        {
+            if (!IsReadOnly)
+            {
+                Volatile.Write(ref _disposed, 0);
+                Flush();
+                lock (_flushLock) WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.CleanShutdown });
+                Volatile.Write(ref _disposed, 1);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _disposed, 1);
+            _data.Dispose();
+            _backing?.Dispose();
+            _meta.Dispose();
+        }
+    }
+
+    private void ThrowIfDisposed()
+    {
+        if (Volatile.Read(ref _disposed) != 0) throw new ObjectDisposedException(nameof(FvdImage), "image is closed");
+    }
+}

@@ -1,0 +1,1 @@
+return 1; // placeholder until the tool lands

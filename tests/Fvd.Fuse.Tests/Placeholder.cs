@@ -1,0 +1,1 @@
+namespace Fvd.Fuse.Tests; public class FuseTestsPlaceholder { }

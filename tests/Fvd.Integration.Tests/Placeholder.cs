@@ -1,0 +1,1 @@
+namespace Fvd.Integration.Tests; public class IntegrationPlaceholder { }
