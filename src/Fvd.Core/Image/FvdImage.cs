@@ -15,7 +15,7 @@ public sealed partial class FvdImage : IBlockDevice
     public const long DefaultMaxBitmapBytes = 4 << 20;
     public const int DefaultMinBlockSize = 4096;
 
-    private readonly FileDevice _meta;
+    private readonly IBlockDevice _meta;
     private readonly IBlockDevice _data;
     private readonly IBlockDevice? _backing;
     private readonly Bitmap _bitmap;
@@ -39,7 +39,7 @@ public sealed partial class FvdImage : IBlockDevice
     internal IBlockDevice DataDevice => _data;
     internal IBlockDevice? BackingDevice => _backing;
 
-    private FvdImage(string path, FileDevice meta, FvdHeader header, Bitmap bitmap, IBlockDevice data,
+    private FvdImage(string path, IBlockDevice meta, FvdHeader header, Bitmap bitmap, IBlockDevice data,
         string dataPath, IBlockDevice? backing, string? backingPath, bool readOnly)
     {
         Path = path;
@@ -213,34 +213,10 @@ public sealed partial class FvdImage : IBlockDevice
         try
         {
             if (!o.NoLock) meta.Lock(exclusive: !o.ReadOnly);
-            var hb = new byte[FvdHeader.Size];
-            if (meta.Length < FvdHeader.Size)
-                throw new FvdException(FvdErrorKind.InvalidFormat, $"file too short for an FVD header ({meta.Length} bytes)", path);
-            meta.Read(0, hb);
-            var header = FvdHeader.Parse(hb, path);
-            header.Validate(meta.Length, path);
-            if ((header.Incompatible & IncompatibleFeatures.Corrupt) != 0 && !o.ReadOnly)
-                throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r'", path);
-
-            var bmBytes = new byte[header.BitmapLength];
-            if (header.BitmapLength > 0) meta.Read(header.BitmapOffset, bmBytes);
-            var bitmap = Bitmap.FromBytes(header.BitmapBlocks, bmBytes, path);
-
-            string dataPath;
-            if (header.InlineData)
+            var header = ReadHeader(meta, path);
+            if (!header.InlineData)
             {
-                if (header.DataOffset > meta.Length || header.VirtualSize > meta.Length - header.DataOffset)
-                {
-                    if (o.ReadOnly)
-                        throw new FvdException(FvdErrorKind.CorruptImage, $"inline data area is truncated (file is {meta.Length} bytes, needs {header.DataOffset + header.VirtualSize})", path);
-                    meta.SetLength(header.DataOffset + header.VirtualSize); // a crash during create; sparse growth is safe
-                }
-                data = new SliceDevice(meta, header.DataOffset, header.VirtualSize);
-                dataPath = path;
-            }
-            else
-            {
-                dataPath = ResolveRelative(path, header.DataFile);
+                string dataPath = ResolveRelative(path, header.DataFile);
                 if (!File.Exists(dataPath)) throw new FvdException(FvdErrorKind.NotFound, "data file not found", dataPath);
                 var df = FileDevice.Open(dataPath, o.ReadOnly);
                 data = df;
@@ -249,38 +225,83 @@ public sealed partial class FvdImage : IBlockDevice
                 if (df.Length < header.VirtualSize && !o.ReadOnly) df.SetLength(header.VirtualSize);
                 df.AssumeLength(header.VirtualSize);
             }
+            else if (header.DataOffset + header.VirtualSize > meta.Length)
+            {
+                if (o.ReadOnly) meta.AssumeLength(header.DataOffset + header.VirtualSize);
+                else meta.SetLength(header.DataOffset + header.VirtualSize); // a crash during create; sparse growth is safe
+            }
 
             string? backingPath = null;
-            bool finished = (header.Flags & HeaderFlags.PrefetchFinished) != 0;
-            if (header.HasBacking && !finished)
+            if (header.HasBacking && (header.Flags & HeaderFlags.PrefetchFinished) == 0)
             {
                 backingPath = ResolveRelative(path, header.BackingPath);
                 try
                 {
                     backing = OpenBacking(backingPath, o);
-                    if (backing.Length < header.BackingSize)
-                        throw new FvdException(FvdErrorKind.InvalidFormat,
-                            $"backing file is {backing.Length} bytes, smaller than the {header.BackingSize} bytes the image was created over", backingPath);
                 }
                 catch (FvdException) when (o.AllowMissingBacking)
                 {
-                    backing?.Dispose();
                     backing = null;
                 }
             }
-
-            var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, o.ReadOnly);
-            if (!o.ReadOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
-                img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
-            return img;
+            return Attach(path, meta, data, backing, backingPath, o.ReadOnly);
         }
         catch
         {
-            data?.Dispose(); // a SliceDevice over meta owns nothing
+            data?.Dispose();
             backing?.Dispose();
             meta.Dispose();
             throw;
         }
+    }
+
+    private static FvdHeader ReadHeader(IBlockDevice meta, string path)
+    {
+        if (meta.Length < FvdHeader.Size)
+            throw new FvdException(FvdErrorKind.InvalidFormat, $"file too short for an FVD header ({meta.Length} bytes)", path);
+        var hb = new byte[FvdHeader.Size];
+        meta.Read(0, hb);
+        var header = FvdHeader.Parse(hb, path);
+        header.Validate(meta.Length, path);
+        return header;
+    }
+
+    /// <summary>
+    /// Opens an image over devices the caller supplies (crash and race simulators, tests): meta holds the
+    /// header and bitmap (and the data when inline, then data is null); the image owns all three devices.
+    /// </summary>
+    internal static FvdImage Attach(string path, IBlockDevice meta, IBlockDevice? data, IBlockDevice? backing,
+        string? backingPath, bool readOnly)
+    {
+        var header = ReadHeader(meta, path);
+        if ((header.Incompatible & IncompatibleFeatures.Corrupt) != 0 && !readOnly)
+            throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r'", path);
+        var bmBytes = new byte[header.BitmapLength];
+        if (header.BitmapLength > 0) meta.Read(header.BitmapOffset, bmBytes);
+        var bitmap = Bitmap.FromBytes(header.BitmapBlocks, bmBytes, path);
+        if (backing is not null && backing.Length < header.BackingSize)
+            throw new FvdException(FvdErrorKind.InvalidFormat,
+                $"backing file is {backing.Length} bytes, smaller than the {header.BackingSize} bytes the image was created over", backingPath ?? path);
+        string dataPath;
+        if (header.InlineData)
+        {
+            if (data is not null) throw new ArgumentException("inline-data image takes no data device", nameof(data));
+            if (header.DataOffset + header.VirtualSize > meta.Length)
+                throw new FvdException(FvdErrorKind.CorruptImage, $"inline data area is truncated (file is {meta.Length} bytes, needs {header.DataOffset + header.VirtualSize})", path);
+            data = new SliceDevice(meta, header.DataOffset, header.VirtualSize);
+            dataPath = path;
+        }
+        else
+        {
+            if (data is null) throw new ArgumentException("image needs a data device", nameof(data));
+            if (data.Length < header.VirtualSize)
+                throw new FvdException(FvdErrorKind.CorruptImage, $"data file is {data.Length} bytes, shorter than the {header.VirtualSize}-byte disk", path);
+            dataPath = ResolveRelative(path, header.DataFile);
+        }
+        var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, readOnly);
+        if (!readOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
+            img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
+        return img;
     }
 
     private void WriteHeader(FvdHeader h)
