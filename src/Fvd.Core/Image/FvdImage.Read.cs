@@ -18,7 +18,7 @@ public sealed partial class FvdImage
             long runEnd = RunEnd(pos, end, out bool local);
             var dst = buffer.Slice((int)(pos - offset), (int)(runEnd - pos));
             if (local) _data.Read(pos, dst);
-            else ReadBacking(pos, dst);
+            else if (!_copyOnRead || !ReadAndSave(pos, dst)) ReadBacking(pos, dst);
             pos = runEnd;
         }
     }
@@ -59,6 +59,7 @@ public sealed partial class FvdImage
             if (_backing is null)
                 throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
             _backing.Read(pos, dst[..(int)inBacking]);
+            Interlocked.Add(ref _backingBytesRead, inBacking);
         }
         dst[(int)inBacking..].Clear();
     }

@@ -358,18 +358,17 @@ public sealed partial class FvdImage : IBlockDevice
         lock (_flushLock) WriteHeader(_header with { Flags = (_header.Flags | set) & ~clear });
     }
 
-    /// <summary>Flushes everything and marks the image clean.</summary>
+    /// <summary>Stops background work, flushes everything and marks the image clean.</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        if (Interlocked.Exchange(ref _closing, 1) != 0) return;
         try
         {
+            StopBackgroundWork();
             if (!IsReadOnly)
             {
-                Volatile.Write(ref _disposed, 0);
                 Flush();
                 lock (_flushLock) WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.CleanShutdown });
-                Volatile.Write(ref _disposed, 1);
             }
         }
         finally
@@ -380,6 +379,8 @@ public sealed partial class FvdImage : IBlockDevice
             _meta.Dispose();
         }
     }
+
+    private int _closing;
 
     private void ThrowIfDisposed()
     {

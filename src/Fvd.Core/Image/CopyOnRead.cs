@@ -1,0 +1,175 @@
+// Copy-on-read and the save path shared with prefetch (paper 3.3.4, DESIGN.md invariant 4).
+//
+// A save writes backing content into the data file and sets the block's bit in memory only. The bit
+// reaches the disk at the next Flush like any other (after the data's fdatasync), so a crash can only lose
+// blocks whose content equals the backing's: nothing is lost. A save takes the block's stripe lock and
+// re-checks the bit, so it never overwrites data a guest wrote after the read started: every 0 -> 1 bit
+// change happens under that lock.
+using System.Buffers;
+using System.Threading.Channels;
+
+namespace Fvd.Core.Image;
+
+public sealed partial class FvdImage
+{
+    private Channel<SaveJob>? _corQueue;
+    private Task? _corWorker;
+    private long _corOutstanding;
+    private long _backingBytesRead;
+    private long _corBytesSaved;
+    private long _prefetchBytesSaved;
+    private volatile bool _copyOnRead;
+
+    private readonly record struct SaveJob(long Offset, byte[] Buffer, int Length);
+
+    /// <summary>Whether reads from the backing are saved into the data file (default from the header).</summary>
+    public bool CopyOnReadEnabled => _copyOnRead;
+
+    /// <summary>Turns copy-on-read on or off for this open (not persisted).</summary>
+    public void EnableCopyOnRead(bool on)
+    {
+        if (on && (IsReadOnly || _backing is null)) return;
+        if (on && _corQueue is null)
+        {
+            _corQueue = Channel.CreateUnbounded<SaveJob>(new UnboundedChannelOptions { SingleReader = true });
+            _corWorker = Task.Run(CorWorker);
+        }
+        _copyOnRead = on;
+    }
+
+    /// <summary>
+    /// Called by Read for a backing run [pos, pos+len): reads whole blocks around it from the backing, serves
+    /// the request from them and queues them to be saved. Returns false (caller reads normally) when the run
+    /// is not block-aligned after widening or too much is in flight.
+    /// </summary>
+    private bool ReadAndSave(long pos, Span<byte> dst)
+    {
+        long start = pos >> _blockShift << _blockShift;
+        long end = Math.Min(BitmapEnd, (pos + dst.Length + BlockSize - 1) >> _blockShift << _blockShift);
+        long len = end - start;
+        long limit = Math.Max(_header.Prefetch.MaxOutstandingCorBytes, BlockSize);
+        if (len > int.MaxValue || Interlocked.Add(ref _corOutstanding, len) > limit)
+        {
+            Interlocked.Add(ref _corOutstanding, -len);
+            return false; // paper: pause copy-on-read while too much is unsaved
+        }
+        var buf = ArrayPool<byte>.Shared.Rent((int)len);
+        try
+        {
+            ReadBacking(start, buf.AsSpan(0, (int)len));
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buf);
+            Interlocked.Add(ref _corOutstanding, -len);
+            throw;
+        }
+        buf.AsSpan((int)(pos - start), dst.Length).CopyTo(dst);
+        if (!_corQueue!.Writer.TryWrite(new SaveJob(start, buf, (int)len)))
+        {
+            ArrayPool<byte>.Shared.Return(buf);
+            Interlocked.Add(ref _corOutstanding, -len);
+        }
+        return true;
+    }
+
+    private async Task CorWorker()
+    {
+        var reader = _corQueue!.Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var job))
+            {
+                try
+                {
+                    if (Volatile.Read(ref _disposed) == 0)
+                        Interlocked.Add(ref _corBytesSaved, SaveBlocks(job.Offset, job.Buffer.AsSpan(0, job.Length)));
+                }
+                catch (Exception e)
+                {
+                    // A failed save loses nothing (the block stays in the backing); report and go on.
+                    Console.Error.WriteLine($"fvd: {Path}: copy-on-read save at {job.Offset} failed: {e.Message}");
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(job.Buffer);
+                    Interlocked.Add(ref _corOutstanding, -job.Length);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Saves backing content of whole blocks starting at block-aligned offset into the data file, block
+    /// runs at a time, skipping blocks that became local meanwhile. Returns the bytes saved.
+    /// </summary>
+    internal long SaveBlocks(long offset, ReadOnlySpan<byte> content)
+    {
+        long first = offset >> _blockShift;
+        long count = (content.Length + BlockSize - 1) >> _blockShift;
+        long saved = 0;
+        Span<int> stripeBuf = stackalloc int[64];
+        // Lock per group of blocks, so a long prefetch chunk does not hold many stripes.
+        for (long g = 0; g < count; g += 64)
+        {
+            long gEnd = Math.Min(count, g + 64);
+            var stripes = LockStripes(first + g, first + gEnd - 1, stripeBuf, out int[]? rented);
+            try
+            {
+                for (long b = g; b < gEnd;)
+                {
+                    if (_bitmap.Get(first + b)) { b++; continue; }
+                    long e = b + 1;
+                    while (e < gEnd && !_bitmap.Get(first + e)) e++;
+                    long from = b << _blockShift, to = Math.Min(e << _blockShift, content.Length);
+                    _data.Write(offset + from, content[(int)from..(int)to]);
+                    _bitmap.SetRange(first + b, e - b);
+                    saved += to - from;
+                    b = e;
+                }
+            }
+            finally
+            {
+                for (int i = stripes.Length - 1; i >= 0; i--) Monitor.Exit(_stripes[stripes[i]]);
+                if (rented is not null) ArrayPool<int>.Shared.Return(rented);
+            }
+        }
+        return saved;
+    }
+
+    /// <summary>Waits until every queued copy-on-read save has been written (tests, fvd-img).</summary>
+    public bool WaitForCopyOnRead(TimeSpan timeout)
+    {
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        while (Interlocked.Read(ref _corOutstanding) > 0)
+        {
+            if (sw.Elapsed > timeout) return false;
+            Thread.Sleep(1);
+        }
+        return true;
+    }
+
+    /// <summary>Stops the copy-on-read worker after it has saved what is queued.</summary>
+    private void StopCopyOnRead()
+    {
+        _copyOnRead = false;
+        if (_corQueue is null) return;
+        _corQueue.Writer.TryComplete();
+        try { _corWorker?.Wait(TimeSpan.FromSeconds(30)); } catch (AggregateException) { }
+    }
+
+    public ImageStatus Status => new()
+    {
+        Image = Path,
+        VirtualSize = Length,
+        BlocksTotal = _bitmap.Blocks,
+        BlocksLocal = AllLocal ? _bitmap.Blocks : _bitmap.CountSet(),
+        BackingBytesRead = Interlocked.Read(ref _backingBytesRead),
+        CopyOnReadBytesSaved = Interlocked.Read(ref _corBytesSaved),
+        PrefetchBytesSaved = Interlocked.Read(ref _prefetchBytesSaved),
+        Prefetch = _prefetcher?.State ?? (AllLocal && _bitmap.Blocks > 0 ? PrefetchState.Finished : PrefetchState.Disabled),
+        PrefetchRate = _prefetcher?.Rate ?? 0,
+        CopyOnRead = _copyOnRead,
+        Finished = AllLocal,
+    };
+}

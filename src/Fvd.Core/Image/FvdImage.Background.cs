@@ -1,0 +1,87 @@
+// Background work of a mounted image: copy-on-read and prefetch (paper 3.3.4, 3.4). Tools do not start it
+// (the paper: no prefetch inside qemu tools); the FUSE daemon does.
+using Fvd.Core.Format;
+
+namespace Fvd.Core.Image;
+
+public sealed partial class FvdImage
+{
+    private Prefetcher? _prefetcher;
+
+    internal long BitmapEndBytes => BitmapEnd;
+
+    /// <summary>
+    /// Starts copy-on-read (per the header's flag unless overridden) and prefetch (when the header's start
+    /// delay, or the override, is >= 0). No-op without a backing or when read-only or finished.
+    /// </summary>
+    public void StartBackgroundWork(bool? copyOnRead = null, PrefetchSettings? prefetch = null)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly || _backing is null || AllLocal) return;
+        EnableCopyOnRead(copyOnRead ?? (_header.Flags & HeaderFlags.CopyOnRead) != 0);
+        var s = prefetch ?? _header.Prefetch;
+        if (s.StartDelaySeconds >= 0 && _prefetcher is null) _prefetcher = new Prefetcher(this, s);
+    }
+
+    /// <summary>The last prefetch error, if prefetch stopped on one.</summary>
+    public string? PrefetchError => _prefetcher?.Error;
+
+    /// <summary>Reads backing content for prefetch (counted like any backing read).</summary>
+    internal void ReadBackingForPrefetch(long pos, Span<byte> dst) => ReadBacking(pos, dst);
+
+    internal void AddPrefetchSaved(long n) => Interlocked.Add(ref _prefetchBytesSaved, n);
+
+    /// <summary>
+    /// Runs prefetch to the end in the calling thread's time (fvd-img prefetch): no start delay, the given
+    /// limits, progress as (blocks local, blocks total). Returns when every block is local.
+    /// </summary>
+    public void PrefetchNow(PrefetchSettings? limits = null, Action<long, long>? progress = null, CancellationToken ct = default)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
+        if (AllLocal) return;
+        if (_backing is null) throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
+        var s = (limits ?? _header.Prefetch) with { StartDelaySeconds = 0 };
+        using (var p = new Prefetcher(this, s))
+        {
+            _prefetcher = p;
+            try
+            {
+                while (p.State is PrefetchState.Waiting or PrefetchState.Running or PrefetchState.Paused)
+                {
+                    if (ct.WaitHandle.WaitOne(200)) break;
+                    progress?.Invoke(_bitmap.CountSet(), _bitmap.Blocks);
+                }
+            }
+            finally
+            {
+                _prefetcher = null;
+            }
+            if (p.Error is not null) throw new FvdException(FvdErrorKind.Io, $"prefetch failed: {p.Error}", Path);
+        }
+        progress?.Invoke(_bitmap.CountSet(), _bitmap.Blocks);
+    }
+
+    /// <summary>
+    /// When every block is local: persist all bits, then set the prefetch-finished flag (paper 3.3.5). From
+    /// then on the bitmap and the backing are not consulted and the data file is a plain RAW image.
+    /// </summary>
+    internal void FinishPrefetch()
+    {
+        if (IsReadOnly || !_bitmap.AllSet) return;
+        Flush();
+        lock (_flushLock)
+        {
+            if ((_header.Flags & HeaderFlags.PrefetchFinished) == 0)
+                WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.PrefetchFinished });
+        }
+        _copyOnRead = false;
+    }
+
+    private void StopBackgroundWork()
+    {
+        _prefetcher?.Dispose();
+        _prefetcher = null;
+        StopCopyOnRead();
+    }
+}

@@ -1,0 +1,197 @@
+// Adaptive whole-image prefetch (paper 3.4): after a start delay, copy every block not yet local from the
+// backing into the data file, in address order, skipping local blocks. One outstanding backing read and one
+// outstanding data write (a two-stage pipeline). An upper limit (leaky bucket) caps read and write rates;
+// a lower limit detects contention: when the moving average falls below it, pause with probability 1/2 for
+// a random time up to the throttle time, else reset the estimate and go on (paper 3.4.2), so N hosts that
+// share one storage server back off instead of fighting.
+using System.Buffers;
+using System.Diagnostics;
+using System.Threading.Channels;
+using Fvd.Core.Format;
+
+namespace Fvd.Core.Image;
+
+internal sealed class Prefetcher : IDisposable
+{
+    private const double Alpha = 0.8; // EWMA weight of the old estimate (original FVD default)
+    private const int DefaultChunk = 1 << 20;
+    private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(5);
+
+    private readonly FvdImage _img;
+    private readonly PrefetchSettings _s;
+    private readonly CancellationTokenSource _cts = new();
+    private readonly Random _rng;
+    private readonly Task _task;
+    private volatile int _state = (int)PrefetchState.Waiting;
+    private double _rate;
+
+    public PrefetchState State => (PrefetchState)_state;
+    public double Rate => Volatile.Read(ref _rate);
+    /// <summary>Set when the run ended with an error (the reason); prefetch is then stopped.</summary>
+    public string? Error { get; private set; }
+
+    public Prefetcher(FvdImage img, PrefetchSettings s, int? seed = null)
+    {
+        _img = img;
+        _s = s;
+        _rng = seed is int v ? new Random(v) : new Random();
+        _task = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning);
+    }
+
+    private void Run()
+    {
+        var ct = _cts.Token;
+        try
+        {
+            if (_s.StartDelaySeconds > 0 && ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(_s.StartDelaySeconds))) return;
+            _state = (int)PrefetchState.Running;
+            int chunk = _s.ChunkBytes > 0 ? _s.ChunkBytes : Math.Max(DefaultChunk, _img.BlockSize);
+            var pipe = Channel.CreateBounded<(long Offset, byte[] Buf, int Len)>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
+            var writer = Task.Factory.StartNew(() => WriteStage(pipe.Reader, ct), TaskCreationOptions.LongRunning);
+            try
+            {
+                ReadStage(pipe.Writer, chunk, ct);
+            }
+            finally
+            {
+                pipe.Writer.TryComplete();
+                writer.Wait();
+            }
+            if (ct.IsCancellationRequested) return;
+            _img.FinishPrefetch();
+            _state = (int)PrefetchState.Finished;
+        }
+        catch (OperationCanceledException) { }
+        catch (AggregateException e) when (e.InnerException is OperationCanceledException) { }
+        catch (Exception e)
+        {
+            Error = e.Message;
+            Console.Error.WriteLine($"fvd: {_img.Path}: prefetch stopped: {e.Message}");
+            _state = (int)PrefetchState.Disabled;
+        }
+    }
+
+    private void ReadStage(ChannelWriter<(long, byte[], int)> output, int chunk, CancellationToken ct)
+    {
+        var bitmap = _img.Bitmap;
+        int shift = System.Numerics.BitOperations.Log2((uint)_img.BlockSize);
+        long chunkBlocks = Math.Max(1, chunk >> shift);
+        long cursor = 0;
+        var bucket = new LeakyBucket(_s.MaxReadKiBps);
+        double ewma = -1;
+        while (!ct.IsCancellationRequested)
+        {
+            long b = bitmap.NextWithValue(cursor, bitmap.Blocks, false);
+            if (b >= bitmap.Blocks) return;
+            long e = Math.Min(bitmap.NextWithValue(b, bitmap.Blocks, true), b + chunkBlocks);
+            long off = b << shift;
+            int len = (int)(Math.Min(e << shift, _img.BitmapEndBytes) - off);
+            var buf = ArrayPool<byte>.Shared.Rent(len);
+            var sw = Stopwatch.StartNew();
+            try
+            {
+                _img.ReadBackingForPrefetch(off, buf.AsSpan(0, len));
+            }
+            catch
+            {
+                ArrayPool<byte>.Shared.Return(buf);
+                throw;
+            }
+            double secs = Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
+            bucket.Take(len, ct);
+            // Lower limit: moving average of read throughput; below it, back off (paper 3.4.2).
+            double sample = len / secs;
+            ewma = ewma < 0 ? sample : Alpha * ewma + (1 - Alpha) * sample;
+            Volatile.Write(ref _rate, ewma);
+            output.WriteAsync((off, buf, len), ct).AsTask().GetAwaiter().GetResult();
+            cursor = e;
+            if (_s.MinReadKiBps > 0 && ewma < _s.MinReadKiBps * 1024.0)
+            {
+                if (_rng.Next(2) == 0) Pause(ct);
+                ewma = -1;
+                bucket.Reset();
+            }
+        }
+    }
+
+    private void WriteStage(ChannelReader<(long Offset, byte[] Buf, int Len)> input, CancellationToken ct)
+    {
+        var bucket = new LeakyBucket(_s.MaxWriteKiBps);
+        var sinceCheckpoint = Stopwatch.StartNew();
+        double ewma = -1;
+        while (input.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        {
+            while (input.TryRead(out var item))
+            {
+                try
+                {
+                    if (ct.IsCancellationRequested) continue;
+                    var sw = Stopwatch.StartNew();
+                    long saved = _img.SaveBlocks(item.Offset, item.Buf.AsSpan(0, item.Len));
+                    _img.AddPrefetchSaved(saved);
+                    double sample = item.Len / Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
+                    ewma = ewma < 0 ? sample : Alpha * ewma + (1 - Alpha) * sample;
+                    bucket.Take(item.Len, ct);
+                    if (_s.MinWriteKiBps > 0 && ewma < _s.MinWriteKiBps * 1024.0)
+                    {
+                        if (_rng.Next(2) == 0) Pause(ct);
+                        ewma = -1;
+                        bucket.Reset();
+                    }
+                }
+                catch (OperationCanceledException) { }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(item.Buf);
+                }
+                // Persist progress now and then, so a killed daemon resumes without re-reading it.
+                if (sinceCheckpoint.Elapsed > CheckpointInterval && !ct.IsCancellationRequested)
+                {
+                    _img.Flush();
+                    sinceCheckpoint.Restart();
+                }
+            }
+        }
+    }
+
+    private void Pause(CancellationToken ct)
+    {
+        int prev = _state;
+        _state = (int)PrefetchState.Paused;
+        int ms = 1 + _rng.Next(Math.Max(1, _s.ThrottleMs));
+        ct.WaitHandle.WaitOne(ms);
+        _state = prev == (int)PrefetchState.Paused ? (int)PrefetchState.Running : prev;
+        ct.ThrowIfCancellationRequested();
+    }
+
+    public void Dispose()
+    {
+        _cts.Cancel();
+        try { _task.Wait(TimeSpan.FromSeconds(60)); } catch (AggregateException) { }
+        _cts.Dispose();
+    }
+
+    /// <summary>Upper throughput limit: sleeps so that bytes taken since the last reset stay under the rate.</summary>
+    private sealed class LeakyBucket(int kibps)
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private long _bytes;
+
+        public void Reset()
+        {
+            _bytes = 0;
+            _clock.Restart();
+        }
+
+        public void Take(long bytes, CancellationToken ct)
+        {
+            if (kibps <= 0) return;
+            _bytes += bytes;
+            double due = _bytes / (kibps * 1024.0);
+            double ahead = due - _clock.Elapsed.TotalSeconds;
+            if (ahead > 0) ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(ahead));
+            // Forget old history so a long idle period does not allow a burst.
+            if (_clock.Elapsed.TotalSeconds > 10) Reset();
+        }
+    }
+}
