@@ -5,7 +5,7 @@ CONFIG ?= Release
 PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
-APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace
+APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light
 
 .PHONY: deps build test run install reliability bench clean publish
 

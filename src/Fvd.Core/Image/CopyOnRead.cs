@@ -15,6 +15,7 @@ public sealed partial class FvdImage
     private Channel<SaveJob>? _corQueue;
     private Task? _corWorker;
     private long _corOutstanding;
+    private readonly object _corGate = new();
     private long _backingBytesRead;
     private long _corBytesSaved;
     private long _prefetchBytesSaved;
@@ -37,6 +38,21 @@ public sealed partial class FvdImage
         _copyOnRead = on;
     }
 
+    /// <summary>Serves a backing run in pieces of at most 1 MiB, each saved unless too much is in flight.</summary>
+    private void ReadWithCopyOnRead(long pos, Span<byte> dst)
+    {
+        long piece = Math.Max(BlockSize, Math.Min(1 << 20, _header.Prefetch.MaxOutstandingCorBytes) >> _blockShift << _blockShift);
+        while (!dst.IsEmpty)
+        {
+            // Cut at a block boundary so each piece widens to whole blocks on its own.
+            long next = Math.Min(pos + dst.Length, ((pos >> _blockShift << _blockShift) + piece));
+            var part = dst[..(int)(next - pos)];
+            if (!_copyOnRead || !ReadAndSave(pos, part)) ReadBacking(pos, part);
+            dst = dst[part.Length..];
+            pos = next;
+        }
+    }
+
     /// <summary>
     /// Called by Read for a backing run [pos, pos+len): reads whole blocks around it from the backing, serves
     /// the request from them and queues them to be saved. Returns false (caller reads normally) when the run
@@ -47,11 +63,15 @@ public sealed partial class FvdImage
         long start = pos >> _blockShift << _blockShift;
         long end = Math.Min(BitmapEnd, (pos + dst.Length + BlockSize - 1) >> _blockShift << _blockShift);
         long len = end - start;
-        long limit = Math.Max(_header.Prefetch.MaxOutstandingCorBytes, BlockSize);
-        if (len > int.MaxValue || Interlocked.Add(ref _corOutstanding, len) > limit)
+        long limit = Math.Max(_header.Prefetch.MaxOutstandingCorBytes, len);
+        // Back-pressure: wait a little for the saver to catch up; past that, skip saving this piece
+        // (paper: copy-on-read pauses while too much is unsaved), which loses nothing.
+        long deadline = Environment.TickCount64 + 2000;
+        while (Interlocked.Add(ref _corOutstanding, len) > limit)
         {
             Interlocked.Add(ref _corOutstanding, -len);
-            return false; // paper: pause copy-on-read while too much is unsaved
+            if (Environment.TickCount64 > deadline || Volatile.Read(ref _closing) != 0) return false;
+            lock (_corGate) Monitor.Wait(_corGate, 20);
         }
         var buf = ArrayPool<byte>.Shared.Rent((int)len);
         try
@@ -94,6 +114,7 @@ public sealed partial class FvdImage
                 {
                     ArrayPool<byte>.Shared.Return(job.Buffer);
                     Interlocked.Add(ref _corOutstanding, -job.Length);
+                    lock (_corGate) Monitor.PulseAll(_corGate);
                 }
             }
         }

@@ -18,7 +18,8 @@ public sealed partial class FvdImage
             long runEnd = RunEnd(pos, end, out bool local);
             var dst = buffer.Slice((int)(pos - offset), (int)(runEnd - pos));
             if (local) _data.Read(pos, dst);
-            else if (!_copyOnRead || !ReadAndSave(pos, dst)) ReadBacking(pos, dst);
+            else if (_copyOnRead) ReadWithCopyOnRead(pos, dst);
+            else ReadBacking(pos, dst);
             pos = runEnd;
         }
     }

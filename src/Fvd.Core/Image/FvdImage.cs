@@ -67,7 +67,7 @@ public sealed partial class FvdImage : IBlockDevice
 
     /// <summary>Resolves a path stored in a header against the image's directory.</summary>
     public static string ResolveRelative(string imagePath, string stored) =>
-        System.IO.Path.IsPathRooted(stored) ? stored
+        System.IO.Path.IsPathRooted(stored) || HttpRangeDevice.IsUrl(stored) ? stored
             : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(imagePath)) ?? "/", stored));
 
     /// <summary>Creates a new image (and its data file); the image is left closed and clean.</summary>
@@ -81,7 +81,7 @@ public sealed partial class FvdImage : IBlockDevice
         if (!o.Overwrite && File.Exists(path))
             throw new FvdException(FvdErrorKind.InvalidArgument, "file exists (use a new name)", path);
 
-        FileDevice? backing = null;
+        IBlockDevice? backing = null;
         long backingSize = 0;
         string? backingResolved = null;
         if (o.BackingFile is not null)
@@ -90,6 +90,7 @@ public sealed partial class FvdImage : IBlockDevice
             backing = OpenBacking(backingResolved, new FvdOpenOptions());
             backingSize = Math.Min(backing.Length, vsize);
         }
+        bool remote = backing is HttpRangeDevice;
         try
         {
             int bs = o.BlockSize != 0 ? o.BlockSize : DefaultBlockSize(Math.Max(backingSize, 1));
@@ -103,7 +104,7 @@ public sealed partial class FvdImage : IBlockDevice
             string dataName = o.InlineData ? "" : o.DataFile ?? System.IO.Path.GetFileNameWithoutExtension(path) + ".data";
             var header = new FvdHeader
             {
-                Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ? HeaderFlags.CopyOnRead : 0),
+                Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ?? remote ? HeaderFlags.CopyOnRead : 0),
                 Incompatible = o.InlineData ? IncompatibleFeatures.InlineData : 0,
                 VirtualSize = vsize,
                 BlockSize = bs,
@@ -120,7 +121,7 @@ public sealed partial class FvdImage : IBlockDevice
             header.Validate(o.InlineData ? metaEnd + vsize : metaEnd, path);
 
             var bitmap = new Bitmap(blocks);
-            if (backing is not null && o.ZeroAware) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
+            if (backing is not null && (o.ZeroAware ?? !remote)) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
 
             string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
             using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
@@ -182,8 +183,9 @@ public sealed partial class FvdImage : IBlockDevice
         }
     }
 
-    private static FileDevice OpenBacking(string resolved, FvdOpenOptions o)
+    private static IBlockDevice OpenBacking(string resolved, FvdOpenOptions o)
     {
+        if (HttpRangeDevice.IsUrl(resolved)) return HttpRangeDevice.Open(resolved);
         if (!File.Exists(resolved))
         {
             if (Directory.Exists(resolved))

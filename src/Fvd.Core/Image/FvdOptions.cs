@@ -16,9 +16,13 @@ public sealed record FvdCreateOptions
     public string? DataFile { get; init; }
     /// <summary>Keep data inside the metadata file instead of a separate data file.</summary>
     public bool InlineData { get; init; }
-    /// <summary>Mark backing blocks that are holes or all zeros as local at creation (paper 3.3.3).</summary>
-    public bool ZeroAware { get; init; } = true;
-    public bool CopyOnRead { get; init; }
+    /// <summary>
+    /// Mark backing blocks that are holes or all zeros as local at creation (paper 3.3.3). null = on for
+    /// local backings, off for http(s) ones (it would read the whole template).
+    /// </summary>
+    public bool? ZeroAware { get; init; }
+    /// <summary>Copy-on-read default stored in the image; null = on for http(s) backings, off otherwise.</summary>
+    public bool? CopyOnRead { get; init; }
     public PrefetchSettings Prefetch { get; init; } = PrefetchSettings.Default;
     /// <summary>Replace an existing image.</summary>
     public bool Overwrite { get; init; }
