@@ -133,6 +133,25 @@ public class BackgroundTests
         var raw = File.ReadAllBytes(dir.File("t.data"));
         Assert.Equal(8 << 20, raw.Length);
         Assert.True(raw.AsSpan(0, backing.Length).SequenceEqual(backing));
+        re.Dispose();
+        FvdImage.Detach(path);
+        var detached = FvdHeader.Parse(File.ReadAllBytes(path).AsSpan(0, FvdHeader.Size));
+        Assert.False(detached.HasBacking);
+        Assert.Equal("", detached.BackingPath);
+        using var alone = FvdImage.Open(path);
+        var again = new byte[backing.Length];
+        alone.Read(0, again);
+        Assert.Equal(backing, again);
+    }
+
+    [Fact]
+    public void DetachRefusesWhileBlocksLiveInTheBacking()
+    {
+        using var dir = new TempDir();
+        MakeBacking(dir, 1 << 20, 9);
+        using (CreateOver(dir, 1 << 20)) { }
+        var e = Assert.Throws<FvdException>(() => FvdImage.Detach(dir.File("t.fvd")));
+        Assert.Equal(FvdErrorKind.InvalidArgument, e.Kind);
     }
 
     [Fact]

@@ -24,7 +24,7 @@ public enum IncompatibleFeatures : ulong
 public enum CompatibleFeatures : ulong
 {
     None = 0,
-    /// <summary>Reserved: a prefetch profile region is present.</summary>
+    /// <summary>A prefetch profile region is present (header region 3).</summary>
     PrefetchProfile = 1 << 0,
     /// <summary>Reserved: backing-content hashes are present.</summary>
     BackingHashes = 1 << 1,
@@ -52,7 +52,7 @@ public enum HeaderFlags : uint
 public static class KnownFeatures
 {
     public const IncompatibleFeatures Incompatible = IncompatibleFeatures.InlineData | IncompatibleFeatures.Corrupt;
-    public const CompatibleFeatures Compatible = CompatibleFeatures.None;
+    public const CompatibleFeatures Compatible = CompatibleFeatures.PrefetchProfile;
     public const AutoclearFeatures Autoclear = AutoclearFeatures.None;
     public const HeaderFlags Flags = HeaderFlags.CleanShutdown | HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead;
 }

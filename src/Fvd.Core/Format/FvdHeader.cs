@@ -106,6 +106,9 @@ public sealed record FvdHeader
     /// <summary>Reserved regions for later features, as (offset, length); all zero in v1.</summary>
     public (long Offset, long Length)[] ReservedRegions { get; init; } = new (long, long)[5];
 
+    /// <summary>Index of the prefetch-profile region in ReservedRegions (header bytes 176..191).</summary>
+    public const int ProfileRegion = 3;
+
     public bool HasBacking => BackingSize > 0;
     public bool InlineData => (Incompatible & IncompatibleFeatures.InlineData) != 0;
     public long BitmapBlocks => HasBacking ? CeilDiv(BackingSize, BlockSize) : 0;
@@ -256,7 +259,20 @@ public sealed record FvdHeader
         if (BitmapLength > 0 && BitmapOffset + BitmapLength > metadataLength)
             throw Bad(path, $"bitmap [{BitmapOffset}, +{BitmapLength}) extends past the end of the file ({metadataLength} bytes)");
         for (int i = 0; i < ReservedRegions.Length; i++)
-            if (ReservedRegions[i] != (0, 0)) throw Bad(path, $"reserved region {i} is set, but no feature that uses it is enabled");
+        {
+            if (ReservedRegions[i] == (0, 0)) continue;
+            if (i != ProfileRegion || (Compatible & CompatibleFeatures.PrefetchProfile) == 0)
+                throw Bad(path, $"reserved region {i} is set, but no feature that uses it is enabled");
+        }
+        if ((Compatible & CompatibleFeatures.PrefetchProfile) != 0)
+        {
+            var (po, pl) = ReservedRegions[ProfileRegion];
+            long dataEnd = InlineData ? DataOffset + VirtualSize : bitmapEnd;
+            if (!HasBacking) throw Bad(path, "prefetch profile without a backing");
+            if (po % 4096 != 0 || po < dataEnd || pl < PrefetchProfile.HeaderBytes || pl > PrefetchProfile.SizeFor(PrefetchProfile.MaxEntries)
+                || po > metadataLength || pl > metadataLength - po)
+                throw Bad(path, $"prefetch profile region [{po}, +{pl}) overlaps other metadata or lies past the end of the file");
+        }
         if (InlineData)
         {
             if (DataFile.Length != 0) throw Bad(path, "inline data and a data file name are both set");

@@ -84,4 +84,28 @@ public sealed partial class FvdImage
         _prefetcher = null;
         StopCopyOnRead();
     }
+
+    /// <summary>
+    /// Drops the backing reference of an image whose blocks are all local (prefetch finished, or every
+    /// bit set): the image then stands alone, and its data file is a plain RAW image.
+    /// </summary>
+    public static void Detach(string path)
+    {
+        using var img = Open(path, new FvdOpenOptions { AllowMissingBacking = true });
+        if (!img._header.HasBacking) return;
+        if (!img.AllLocal && !img._bitmap.AllSet)
+            throw new FvdException(FvdErrorKind.InvalidArgument,
+                $"{img._bitmap.Blocks - img._bitmap.CountSet()} blocks still live in the backing; run 'fvd-img prefetch' first", path);
+        img.Flush();
+        lock (img._flushLock)
+        {
+            img.WriteHeader(img._header with
+            {
+                BackingSize = 0, BackingPath = "", BackingFormat = "", BitmapOffset = 0, BitmapLength = 0,
+                Flags = img._header.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
+                Compatible = img._header.Compatible & ~CompatibleFeatures.PrefetchProfile,
+                ReservedRegions = new (long, long)[5],
+            });
+        }
+    }
 }

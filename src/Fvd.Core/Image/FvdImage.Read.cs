@@ -61,6 +61,7 @@ public sealed partial class FvdImage
                 throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
             _backing.Read(pos, dst[..(int)inBacking]);
             Interlocked.Add(ref _backingBytesRead, inBacking);
+            RecordBackingRead(pos, inBacking);
         }
         dst[(int)inBacking..].Clear();
     }

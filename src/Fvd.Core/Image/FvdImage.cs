@@ -325,7 +325,7 @@ public sealed partial class FvdImage : IBlockDevice
         {
             // Snapshot first: every bit set now belongs to a data write that has already completed, so the
             // fdatasync below makes its data durable before the bit is written.
-            var pages = _bitmap.TakeDirtyPages();
+            var pages = _header.BitmapLength > 0 ? _bitmap.TakeDirtyPages() : new List<int>();
             var copies = new byte[pages.Count][];
             for (int i = 0; i < pages.Count; i++)
             {

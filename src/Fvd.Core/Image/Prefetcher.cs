@@ -79,11 +79,29 @@ internal sealed class Prefetcher : IDisposable
         long cursor = 0;
         var bucket = new LeakyBucket(_s.MaxReadKiBps);
         double ewma = -1;
+        // Profile-directed first (paper 3.4.1): the ranges a boot reads, in its order; then the whole image.
+        var profile = _img.PrefetchProfileEntries;
+        int pi = 0;
+        long profileCursor = -1, profileEnd = -1;
         while (!ct.IsCancellationRequested)
         {
-            long b = bitmap.NextWithValue(cursor, bitmap.Blocks, false);
-            if (b >= bitmap.Blocks) return;
-            long e = Math.Min(bitmap.NextWithValue(b, bitmap.Blocks, true), b + chunkBlocks);
+            long b, limit;
+            if (profileCursor >= profileEnd && pi < profile.Count)
+            {
+                profileCursor = profile[pi].Offset >> shift;
+                profileEnd = Math.Min(bitmap.Blocks, (profile[pi].Offset + profile[pi].Length + (1L << shift) - 1) >> shift);
+                pi++;
+                continue;
+            }
+            bool inProfile = profileCursor < profileEnd;
+            b = bitmap.NextWithValue(inProfile ? profileCursor : cursor, inProfile ? profileEnd : bitmap.Blocks, false);
+            limit = inProfile ? profileEnd : bitmap.Blocks;
+            if (b >= limit)
+            {
+                if (inProfile) { profileCursor = profileEnd; continue; }
+                return;
+            }
+            long e = Math.Min(Math.Min(bitmap.NextWithValue(b, limit, true), limit), b + chunkBlocks);
             long off = b << shift;
             int len = (int)(Math.Min(e << shift, _img.BitmapEndBytes) - off);
             var buf = ArrayPool<byte>.Shared.Rent(len);
@@ -104,7 +122,8 @@ internal sealed class Prefetcher : IDisposable
             ewma = ewma < 0 ? sample : Alpha * ewma + (1 - Alpha) * sample;
             Volatile.Write(ref _rate, ewma);
             output.WriteAsync((off, buf, len), ct).AsTask().GetAwaiter().GetResult();
-            cursor = e;
+            if (inProfile) profileCursor = e;
+            else cursor = e;
             if (_s.MinReadKiBps > 0 && ewma < _s.MinReadKiBps * 1024.0)
             {
                 if (_rng.Next(2) == 0) Pause(ct);
