@@ -247,7 +247,8 @@ public sealed record FvdHeader
             throw Bad(path, "backing path or bitmap present but backing size is 0");
         if (BackingFormat.Length > 0 && BackingFormat != "raw")
             throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{BackingFormat}' is not supported (only raw)", path);
-        if (BackingPath.Contains(':') && BackingPath.Split(':')[0].All(char.IsAsciiLetterOrDigit) && !BackingPath.StartsWith('/')
+        // As qemu reads it: a ':' before any '/' makes a protocol prefix ("nbd:", "json:", "nbd+unix:", "gluster+tcp:").
+        if (BackingPath.Contains(':') && !BackingPath.Split(':')[0].Contains('/')
             && !BackingPath.StartsWith("http://", StringComparison.Ordinal) && !BackingPath.StartsWith("https://", StringComparison.Ordinal))
             throw Bad(path, $"backing path '{BackingPath}' looks like a protocol prefix; only plain paths are accepted");
         long expectBitmap = CeilDiv(BitmapBlocks, 8);

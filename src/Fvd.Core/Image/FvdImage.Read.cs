@@ -70,7 +70,7 @@ public sealed partial class FvdImage
     public IEnumerable<MapEntry> Map(long offset = 0, long length = -1)
     {
         ThrowIfDisposed();
-        long end = length < 0 ? Length : Math.Min(Length, offset + length);
+        long end = length < 0 ? Length : offset + Math.Min(length, Length - offset); // no overflow for long.MaxValue
         long pos = offset;
         MapEntry? pending = null;
         while (pos < end)
@@ -113,7 +113,7 @@ public sealed partial class FvdImage
     public Extent GetExtent(long offset, long maxLength)
     {
         DeviceChecks.Range(this, offset, 1, Path);
-        long limit = Math.Min(Length, offset + maxLength);
+        long limit = offset + Math.Min(maxLength, Length - offset); // no overflow for maxLength = long.MaxValue
         ExtentKind? kind = null;
         long pos = offset;
         foreach (var m in Map(offset, limit - offset))

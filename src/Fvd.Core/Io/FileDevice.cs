@@ -133,7 +133,7 @@ public sealed class FileDevice : IBlockDevice
     public Extent GetExtent(long offset, long maxLength)
     {
         DeviceChecks.Range(this, offset, 1, Path);
-        long limit = Math.Min(Length, offset + maxLength);
+        long limit = offset + Math.Min(maxLength, Length - offset); // no overflow for maxLength = long.MaxValue
         long data = Libc.lseek(_fd, offset, Libc.SEEK_DATA);
         if (data < 0)
         {
