@@ -20,7 +20,7 @@ internal static class ExitCode
 /// <summary>A bad option or argument: printed as one line plus a hint to --help, exit 1.</summary>
 internal sealed class UsageException(string message) : Exception(message);
 
-internal sealed class Cli(TextWriter stdout, TextWriter stderr, bool debug, bool interactive)
+internal sealed partial class Cli(TextWriter stdout, TextWriter stderr, bool debug, bool interactive)
 {
     public const string Tool = "fvd-img";
     public TextWriter Out { get; } = stdout;
@@ -74,7 +74,10 @@ internal sealed class Cli(TextWriter stdout, TextWriter stderr, bool debug, bool
         return OneLine(e.OneLine) + hint;
     }
 
-    public static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
+    public static string OneLine(string s) => WhitespaceRun().Replace(s, " ").Trim();
+
+    [GeneratedRegex(@"\s+")]
+    private static partial Regex WhitespaceRun();
 
     /// <summary>
     /// Runs body with a progress callback when enabled: a Spectre.Console bar on a terminal, else qemu-img's
