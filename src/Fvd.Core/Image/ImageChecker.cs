@@ -136,9 +136,9 @@ public static class ImageChecker
             if ((bm[^1] & mask) != 0)
             {
                 bool fix = repair == RepairMode.All;
+                bm[^1] &= (byte)~mask; // in memory either way, so the rest of the check can go on
                 if (fix)
                 {
-                    bm[^1] &= (byte)~mask;
                     meta.Write(h.BitmapOffset + bm.Length - 1, bm.AsSpan(bm.Length - 1));
                     meta.Flush();
                 }
