@@ -63,14 +63,14 @@ internal sealed class ImageNode
     }
 
     /// <summary>
-    /// Bytes the device holds as data (for st_blocks). Counted with GetExtent at most once a second, and only
+    /// Bytes the device holds as data (for st_blocks). Counted with GetExtent at most every 250 ms, and only
     /// when something changed; concurrent callers take the previous value rather than wait.
     /// </summary>
     public long AllocatedBytes()
     {
         long cached = Volatile.Read(ref _allocatedBytes);
         bool stale = cached < 0 || (Volatile.Read(ref _allocDirty) != 0
-                                    && Environment.TickCount64 - Volatile.Read(ref _allocatedAt) >= 1000);
+                                    && Environment.TickCount64 - Volatile.Read(ref _allocatedAt) >= 250);
         if (!stale || Interlocked.CompareExchange(ref _counting, 1, 0) != 0)
             return cached < 0 ? Device.Length : cached;
         try
