@@ -1,5 +1,6 @@
 // One file of the mount: its device plus the attributes we keep in memory (mode/owner/times from SETATTR)
 // and a cached count of allocated bytes for st_blocks.
+using System.Diagnostics;
 using System.Text;
 using Fvd.Core.Io;
 
@@ -9,7 +10,8 @@ internal sealed class ImageNode
 {
     private readonly object _attrLock = new();
     private long _allocatedBytes = -1;
-    private long _allocatedAt;        // Environment.TickCount64 of the last count
+    private long _allocatedAt;        // Stopwatch timestamp of the last count
+    private long _minIntervalTicks;   // Stopwatch ticks to wait before counting again
     private int _allocDirty = 1;      // set by writes/discards; cleared when recounted
     private int _counting;
 
@@ -63,22 +65,27 @@ internal sealed class ImageNode
     }
 
     /// <summary>
-    /// Bytes the device holds as data (for st_blocks). Counted with GetExtent at most every 250 ms, and only
-    /// when something changed; concurrent callers take the previous value rather than wait.
+    /// Bytes the device holds as data (for st_blocks), counted with GetExtent when something changed. Counting
+    /// is rate-limited in proportion to its cost (at most ~2 % of the time, never more than 4 times a second),
+    /// so a cheap device is always exact and an expensive one at most 250 ms stale. Concurrent callers take
+    /// the previous value rather than wait.
     /// </summary>
     public long AllocatedBytes()
     {
         long cached = Volatile.Read(ref _allocatedBytes);
         bool stale = cached < 0 || (Volatile.Read(ref _allocDirty) != 0
-                                    && Environment.TickCount64 - Volatile.Read(ref _allocatedAt) >= 250);
+            && Stopwatch.GetTimestamp() - Volatile.Read(ref _allocatedAt) >= Volatile.Read(ref _minIntervalTicks));
         if (!stale || Interlocked.CompareExchange(ref _counting, 1, 0) != 0)
             return cached < 0 ? Device.Length : cached;
         try
         {
             Volatile.Write(ref _allocDirty, 0);
+            long t0 = Stopwatch.GetTimestamp();
             long total = CountAllocated(Device);
+            long t1 = Stopwatch.GetTimestamp();
             Volatile.Write(ref _allocatedBytes, total);
-            Volatile.Write(ref _allocatedAt, Environment.TickCount64);
+            Volatile.Write(ref _allocatedAt, t1);
+            Volatile.Write(ref _minIntervalTicks, Math.Min((t1 - t0) * 50, Stopwatch.Frequency / 4));
             return total;
         }
         catch (Exception e)
