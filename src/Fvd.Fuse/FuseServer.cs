@@ -184,29 +184,43 @@ public sealed class FuseServer : IDisposable
     public bool WaitForExit(TimeSpan timeout) => _exited.Wait(timeout);
 
     /// <summary>
-    /// Serves until the mount goes away: SIGTERM/SIGINT/SIGHUP unmount (a busy mount is reported and kept, or
-    /// detached when LazyUnmount is set); an external umount ends it the same way. After the request threads
-    /// have drained, calls <paramref name="onShutdown"/> (flush and close the images there) and returns 0.
+    /// Serves until the mount goes away: SIGTERM/SIGINT/SIGHUP call RequestStop; an external umount ends it the
+    /// same way. After the request threads have drained, calls <paramref name="onShutdown"/> (flush and close
+    /// the images there) and returns 0. Callers that must catch signals before the mount exists register their
+    /// own handlers, call RequestStop from them and use WaitAndShutdown instead.
     /// </summary>
     public int RunUntilStopped(Action? onShutdown)
     {
         var regs = new List<PosixSignalRegistration>();
-        foreach (var sig in new[] { PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP })
-            regs.Add(PosixSignalRegistration.Create(sig, ctx => { ctx.Cancel = true; OnStopSignal(ctx.Signal); }));
+        foreach (var sig in StopSignals)
+            regs.Add(PosixSignalRegistration.Create(sig, ctx => { ctx.Cancel = true; RequestStop(); }));
         try
         {
-            WaitForExit();
+            return WaitAndShutdown(onShutdown);
         }
         finally
         {
             foreach (var r in regs) r.Dispose();
         }
+    }
+
+    /// <summary>The signals that mean "unmount and exit".</summary>
+    public static IReadOnlyList<PosixSignal> StopSignals { get; } = [PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP];
+
+    /// <summary>Waits until every request thread has stopped, closes /dev/fuse, then calls onShutdown. Returns 0.</summary>
+    public int WaitAndShutdown(Action? onShutdown)
+    {
+        WaitForExit();
         CloseFd();
         onShutdown?.Invoke();
         return 0;
     }
 
-    private void OnStopSignal(PosixSignal sig)
+    /// <summary>
+    /// Unmounts on request (a stop signal). A busy mount is reported on stderr and kept serving, or detached
+    /// lazily when LazyUnmount is set. Never throws.
+    /// </summary>
+    public void RequestStop()
     {
         try
         {
@@ -220,7 +234,7 @@ public sealed class FuseServer : IDisposable
                     Console.Error.WriteLine($"fvdmount: {MountPoint} was busy and is detached; exiting when its last user closes it.");
                     break;
                 default:
-                    if (_options.Debug) Console.Error.WriteLine($"fvdmount: {sig}: unmounted {MountPoint}");
+                    if (_options.Debug) Console.Error.WriteLine($"fvdmount: unmounted {MountPoint}");
                     break;
             }
         }

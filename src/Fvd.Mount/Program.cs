@@ -119,6 +119,30 @@ public static partial class Program
     {
         if (child) _ = Setsid(); // leave the caller's session so its hangup does not reach us
 
+        // Catch stop signals from the start: one arriving while mounting must unmount, not kill us mid-way.
+        FuseServer? server = null;
+        bool stopRequested = false;
+        var stopLock = new object();
+        var regs = FuseServer.StopSignals.Select(sig => PosixSignalRegistration.Create(sig, ctx =>
+        {
+            ctx.Cancel = true;
+            FuseServer? srv;
+            lock (stopLock) { stopRequested = true; srv = server; }
+            srv?.RequestStop();
+        })).ToList();
+        try
+        {
+            return ServeCore(s, child, ref server, ref stopRequested, stopLock);
+        }
+        finally
+        {
+            foreach (var r in regs) r.Dispose();
+        }
+    }
+
+    private static int ServeCore(MountSettings s, bool child, ref FuseServer? serverSlot, ref bool stopRequested, object stopLock)
+    {
+
         int pre = Preflight(s, out string? msg);
         if (pre != ExitOk) return Fail(child, pre, msg!);
 
@@ -154,7 +178,11 @@ public static partial class Program
             Console.Error.WriteLine($"fvdmount: serving {string.Join(", ", s.Images)} at {server.MountPoint}");
         }
 
-        int rc = server.RunUntilStopped(() => { if (!CloseAll(devices)) Environment.ExitCode = ExitRuntime; });
+        bool stopNow;
+        lock (stopLock) { serverSlot = server; stopNow = stopRequested; }
+        if (stopNow) server.RequestStop(); // a signal came while we were mounting
+
+        int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices)) Environment.ExitCode = ExitRuntime; });
         server.Dispose();
         return rc != 0 ? rc : Environment.ExitCode;
     }
