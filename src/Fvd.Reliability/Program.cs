@@ -29,8 +29,18 @@ public static class Program
                 case "crash":
                     results.Add(Timed(() => new CrashStateHarness().Run(seed, (int)Args.GetLong(args, "--workloads", 60))));
                     break;
+                case "fsx":
+                {
+                    string path = Args.Get(args, "--path") ?? throw new ArgumentException("fsx needs --path FILE");
+                    bool direct = Args.Has(args, "--direct");
+                    long ops = Args.GetLong(args, "--ops", 10000);
+                    using var t = new PosixFileTarget(path, direct, Args.GetLong(args, "--size", 0));
+                    results.Add(Timed(() => new FileExerciser { Alignment = t.Alignment }.Run(t, ops, seed, path)));
+                    break;
+                }
                 case "all":
-                    results.Add(Timed(() => new CrashStateHarness().Run(seed, longRun ? 2000 : 60)));
+                    results.Add(Timed(() => new CrashStateHarness().Run(seed, longRun ? 2000 : 200)));
+                    results.AddRange(FsxAll(seed, longRun));
                     break;
                 default:
                     Console.Error.WriteLine($"fvd-reliability: unknown command '{args[0]}'");
@@ -51,6 +61,32 @@ public static class Program
         }
         foreach (var r in results) Console.WriteLine(r.Line);
         return failed == 0 && results.Count > 0 ? 0 : 1;
+    }
+
+    /// <summary>The exerciser on a plain temp file, the same with O_DIRECT, and an FVD image in-process.</summary>
+    private static IEnumerable<HarnessResult> FsxAll(int seed, bool longRun)
+    {
+        long scale = longRun ? 10 : 1;
+        string dir = Directory.CreateTempSubdirectory("fvd-fsx-").FullName; // /tmp: a real disk file system
+        string shm = Directory.Exists("/dev/shm") ? Path.Combine("/dev/shm", $"fvd-fsx-{Environment.ProcessId}-{seed}") : dir;
+        Directory.CreateDirectory(shm);
+        try
+        {
+            string file = Path.Combine(dir, "plain.raw");
+            using (var t = new PosixFileTarget(file, direct: false, createSize: 2 << 20))
+                yield return Timed(() => new FileExerciser { Name = "fsx-file" }.Run(t, 30_000 * scale, seed, file));
+            using (var t = new PosixFileTarget(file, direct: true))
+                yield return Timed(() => new FileExerciser { Name = "fsx-direct", Alignment = 4096 }.Run(t, 5_000 * scale, seed + 1, file + " (O_DIRECT)"));
+            // The image lives in /dev/shm when there is one: its Flush is an fdatasync of two files.
+            string img = FileExerciser.MakeImage(shm, seed, 2 << 20);
+            using (var t = new FvdImageTarget(img))
+                yield return Timed(() => new FileExerciser { Name = "fsx-image" }.Run(t, 65_000 * scale, seed + 2, img));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+            if (shm != dir) Directory.Delete(shm, recursive: true);
+        }
     }
 
     private static HarnessResult Timed(Func<HarnessResult> run)
