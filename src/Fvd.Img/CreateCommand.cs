@@ -90,8 +90,9 @@ internal sealed class CreateCommand(Cli cli) : ImgCommand(cli)
             if (backing is not null) line += $" backing_file={backing} backing_fmt={backingFormat}";
             line += $" block_size={blockSize}";
             line += create.InlineData ? " inline_data=on" : $" data_file={create.DataFile ?? Path.GetFileNameWithoutExtension(name) + ".data"} inline_data=off";
-            if (backing is not null) line += $" zero_aware={(create.ZeroAware ? "on" : "off")}";
-            line += $" copy_on_read={(create.CopyOnRead ? "on" : "off")}";
+            bool remote = backing is not null && HttpRangeDevice.IsUrl(backing);
+            if (backing is not null) line += $" zero_aware={(create.ZeroAware ?? !remote ? "on" : "off")}";
+            line += $" copy_on_read={(create.CopyOnRead ?? remote ? "on" : "off")}";
             if (create.Prefetch.StartDelaySeconds >= 0) line += $" prefetch_delay={create.Prefetch.StartDelaySeconds}";
             Cli.Out.WriteLine(line);
         }

@@ -1,6 +1,10 @@
-// How fvdmount turns an image argument into a device. This is the one place to change when the FVD driver
-// is wired in: replace the body of Open with `return FvdImage.Open(path, options)` (the returned device must be
-// Disposed, which flushes it and marks the image clean).
+// How fvdmount turns an image argument into a device: an FVD image (recognized by its magic, never by its
+// name) opens through the FVD driver with copy-on-read and prefetch started as the image's header says;
+// anything else is served as a plain RAW file. The returned device must be Disposed, which flushes it and,
+// for FVD, marks the image clean.
+using Fvd.Core;
+using Fvd.Core.Format;
+using Fvd.Core.Image;
 using Fvd.Core.Io;
 
 namespace Fvd.Mount;
@@ -10,6 +14,22 @@ public static class ImageOpener
     /// <summary>Opens an image as a block device. Throws FvdException with a user-readable message.</summary>
     public static IBlockDevice Open(string path, bool readOnly)
     {
+        if (IsFvd(path))
+        {
+            var img = FvdImage.Open(path, new FvdOpenOptions { ReadOnly = readOnly });
+            try
+            {
+                if (img.WasUnclean && !readOnly)
+                    Console.Error.WriteLine($"fvdmount: {path}: was not closed cleanly; flushed writes are intact (bits reach the disk only after their data)");
+                img.StartBackgroundWork();
+                return img;
+            }
+            catch
+            {
+                img.Dispose();
+                throw;
+            }
+        }
         var dev = FileDevice.Open(path, readOnly);
         try
         {
@@ -20,6 +40,22 @@ public static class ImageOpener
         {
             dev.Dispose();
             throw;
+        }
+    }
+
+    private static bool IsFvd(string path)
+    {
+        try
+        {
+            using var f = FileDevice.Open(path, readOnly: true);
+            if (f.Length < FvdHeader.Magic.Length) return false;
+            Span<byte> magic = stackalloc byte[8];
+            f.Read(0, magic);
+            return magic.SequenceEqual(FvdHeader.Magic);
+        }
+        catch (FvdException e) when (e.Kind == FvdErrorKind.NotFound)
+        {
+            throw new FvdException(FvdErrorKind.NotFound, "image not found", path);
         }
     }
 

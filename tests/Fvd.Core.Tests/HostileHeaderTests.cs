@@ -430,11 +430,18 @@ public class HostileHeaderTests
     }
 
     [Fact]
-    public void InlineDataTruncatedReadOnlyIsCorruptAndWritableGrows()
+    public void InlineDataTruncatedReadsZerosReadOnlyAndWritableGrows()
     {
         using var h = new HostileImage(inline: true);
         using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(8192 + 100);
-        h.ExpectFailure(FvdErrorKind.CorruptImage, new FvdOpenOptions { ReadOnly = true }, "truncated");
+        // Like a separate data file with a dropped sparse tail: read-only, the missing tail reads as zeros.
+        using (var ro = FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = true }))
+        {
+            var tail = new byte[4096];
+            ro.Read(65536 - 4096, tail);
+            Assert.True(tail.All(b => b == 0));
+            Assert.Equal(8192 + 100, new FileInfo(h.Image).Length); // read-only: the file is not changed
+        }
         using (var img = FvdImage.Open(h.Image))
         {
             Assert.Equal(8192 + 65536, new FileInfo(h.Image).Length);
