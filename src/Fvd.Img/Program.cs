@@ -29,9 +29,12 @@ public static class Program
             new CheckCommand(cli).Build(),
             new MapCommand(cli).Build(),
             new ConvertCommand(cli).Build(),
+            new PrefetchCommand(cli).Build(),
+            new DetachCommand(cli).Build(),
+            new ProfileCommand(cli).Build(),
         };
         root.Options.Add(debugOption);
-        root.SetAction(_ => cli.Usage(null, "missing command (create, info, check, map or convert)"));
+        root.SetAction(_ => cli.Usage(null, "missing command (create, info, check, map, convert, prefetch, detach or profile)"));
 
         return cli.Guard("", () =>
         {

@@ -54,6 +54,21 @@ public sealed partial class FvdImage
         }
     }
 
+    /// <summary>
+    /// Turns a list of reads (an access log) into a profile: the backing blocks they touch, each once, in
+    /// first-read order, merged where adjacent. Reads past the backing are dropped.
+    /// </summary>
+    public List<(long Offset, long Length)> BuildProfile(IEnumerable<(long Offset, long Length)> reads)
+    {
+        var rec = new ProfileRecorder(_bitmap.Blocks, _blockShift);
+        foreach (var (o, l) in reads)
+        {
+            long end = Math.Min(o + l, BitmapEnd);
+            if (o >= 0 && o < end) rec.Record(o, end - o);
+        }
+        return rec.Entries(BitmapEnd);
+    }
+
     /// <summary>Called on every backing read.</summary>
     private void RecordBackingRead(long pos, long len) => _recorder?.Record(pos, len);
 
