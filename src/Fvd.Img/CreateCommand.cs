@@ -57,11 +57,7 @@ internal sealed class CreateCommand(Cli cli) : ImgCommand(cli)
         long backingLength = 0;
         if (backing is not null)
         {
-            string resolved = FvdImage.ResolveRelative(name, backing);
-            if (FileKinds.Of(resolved) == FileKind.Missing)
-                throw new FvdException(FvdErrorKind.NotFound, "backing file not found", resolved);
-            using var dev = FileDevice.Open(resolved, readOnly: true);
-            backingLength = dev.Length;
+            backingLength = FvdImage.BackingLength(name, backing);
         }
         long size;
         if (sizeText is not null)

@@ -13,15 +13,23 @@ public sealed class NginxServer : IDisposable
     public int Port { get; }
     public string Url(string name) => $"http://127.0.0.1:{Port}/{name}";
 
-    public NginxServer(int limitRateBytes = 0)
+    /// <summary>With netns, nginx runs inside that network namespace (ip netns exec), on its loopback.</summary>
+    private readonly string? _netns;
+
+    public NginxServer(int limitRateBytes = 0, string? netns = null)
     {
+        _netns = netns;
         if (!File.Exists("/usr/sbin/nginx")) throw new InvalidOperationException("nginx is not installed: run 'make deps' (package nginx-light)");
         Directory.CreateDirectory(Root);
         Directory.CreateDirectory(_dir.File("tmp"));
-        var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        Port = ((IPEndPoint)l.LocalEndpoint).Port;
-        l.Stop();
+        if (netns is null)
+        {
+            var l = new TcpListener(IPAddress.Loopback, 0);
+            l.Start();
+            Port = ((IPEndPoint)l.LocalEndpoint).Port;
+            l.Stop();
+        }
+        else Port = 8080; // a fresh namespace has nothing listening
         string d = _dir.Path;
         File.WriteAllText(_dir.File("nginx.conf"), $$"""
             user root;
@@ -49,10 +57,19 @@ public sealed class NginxServer : IDisposable
 
     public void Start()
     {
-        _proc = Process.Start(new ProcessStartInfo("/usr/sbin/nginx", $"-c {_dir.File("nginx.conf")} -p {_dir.Path}") { RedirectStandardError = true, UseShellExecute = false })!;
+        string args = $"-c {_dir.File("nginx.conf")} -p {_dir.Path}";
+        _proc = Process.Start(_netns is null
+            ? new ProcessStartInfo("/usr/sbin/nginx", args) { RedirectStandardError = true, UseShellExecute = false }
+            : new ProcessStartInfo("ip", $"netns exec {_netns} /usr/sbin/nginx {args}") { RedirectStandardError = true, UseShellExecute = false })!;
         var sw = Stopwatch.StartNew();
         while (sw.Elapsed < TimeSpan.FromSeconds(10))
         {
+            if (_netns is not null)
+            {
+                if (File.Exists(_dir.File("nginx.pid"))) { Thread.Sleep(200); return; }
+                Thread.Sleep(50);
+                continue;
+            }
             try
             {
                 using var c = new TcpClient();

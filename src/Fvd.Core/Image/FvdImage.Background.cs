@@ -35,7 +35,8 @@ public sealed partial class FvdImage
     /// Runs prefetch to the end in the calling thread's time (fvd-img prefetch): no start delay, the given
     /// limits, progress as (blocks local, blocks total). Returns when every block is local.
     /// </summary>
-    public void PrefetchNow(PrefetchSettings? limits = null, Action<long, long>? progress = null, CancellationToken ct = default)
+    public void PrefetchNow(PrefetchSettings? limits = null, Action<long, long>? progress = null, CancellationToken ct = default,
+        Action<ImageStatus>? onStatus = null)
     {
         ThrowIfDisposed();
         if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
@@ -49,8 +50,9 @@ public sealed partial class FvdImage
             {
                 while (p.State is PrefetchState.Waiting or PrefetchState.Running or PrefetchState.Paused)
                 {
-                    if (ct.WaitHandle.WaitOne(200)) break;
+                    if (ct.WaitHandle.WaitOne(100)) break;
                     progress?.Invoke(_bitmap.CountSet(), _bitmap.Blocks);
+                    onStatus?.Invoke(Status);
                 }
             }
             finally
@@ -60,6 +62,7 @@ public sealed partial class FvdImage
             if (p.Error is not null) throw new FvdException(FvdErrorKind.Io, $"prefetch failed: {p.Error}", Path);
         }
         progress?.Invoke(_bitmap.CountSet(), _bitmap.Blocks);
+        onStatus?.Invoke(Status);
     }
 
     /// <summary>

@@ -183,6 +183,13 @@ public sealed partial class FvdImage : IBlockDevice
         }
     }
 
+    /// <summary>The size of a backing (path relative to the image, or URL), opened as Create would open it.</summary>
+    public static long BackingLength(string imagePath, string backing)
+    {
+        using var dev = OpenBacking(ResolveRelative(imagePath, backing), new FvdOpenOptions());
+        return dev.Length;
+    }
+
     private static IBlockDevice OpenBacking(string resolved, FvdOpenOptions o)
     {
         if (HttpRangeDevice.IsUrl(resolved)) return HttpRangeDevice.Open(resolved);

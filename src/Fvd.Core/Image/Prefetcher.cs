@@ -13,7 +13,8 @@ namespace Fvd.Core.Image;
 
 internal sealed class Prefetcher : IDisposable
 {
-    private const double Alpha = 0.8; // EWMA weight of the old estimate (original FVD default)
+    private const double Alpha = 0.8; // EWMA weight of the old estimate per 100 ms window (original FVD default)
+    private const double WindowSeconds = 0.1;
     private const int DefaultChunk = 1 << 20;
     private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(5);
 
@@ -119,7 +120,7 @@ internal sealed class Prefetcher : IDisposable
             bucket.Take(len, ct);
             // Lower limit: moving average of read throughput; below it, back off (paper 3.4.2).
             double sample = len / secs;
-            ewma = ewma < 0 ? sample : Alpha * ewma + (1 - Alpha) * sample;
+            ewma = Average(ewma, sample, secs);
             Volatile.Write(ref _rate, ewma);
             output.WriteAsync((off, buf, len), ct).AsTask().GetAwaiter().GetResult();
             if (inProfile) profileCursor = e;
@@ -148,8 +149,8 @@ internal sealed class Prefetcher : IDisposable
                     var sw = Stopwatch.StartNew();
                     long saved = _img.SaveBlocks(item.Offset, item.Buf.AsSpan(0, item.Len));
                     _img.AddPrefetchSaved(saved);
-                    double sample = item.Len / Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
-                    ewma = ewma < 0 ? sample : Alpha * ewma + (1 - Alpha) * sample;
+                    double secs = Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
+                    ewma = Average(ewma, item.Len / secs, secs);
                     bucket.Take(item.Len, ct);
                     if (_s.MinWriteKiBps > 0 && ewma < _s.MinWriteKiBps * 1024.0)
                     {
@@ -171,6 +172,17 @@ internal sealed class Prefetcher : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Moving average with the paper's weight per 100 ms of measurement, so a sample that took 250 ms counts
+    /// like 2.5 windows: the estimate reacts in the same wall time whatever the chunk size.
+    /// </summary>
+    private static double Average(double old, double sample, double seconds)
+    {
+        if (old < 0) return sample;
+        double keep = Math.Pow(Alpha, seconds / WindowSeconds);
+        return keep * old + (1 - keep) * sample;
     }
 
     private void Pause(CancellationToken ct)
