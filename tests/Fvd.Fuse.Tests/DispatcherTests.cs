@@ -360,6 +360,25 @@ public sealed class DispatcherTests
         Assert.Equal(Errno.EINVAL, Call(d, SETATTR, 2, new byte[20]).Error);
     }
 
+    [Fact]
+    public void Hot_path_requests_allocate_nothing()
+    {
+        var d = NewDispatcher();
+        var read = Request(READ, 2, ReadBody(4096, 65536), 1);
+        var write = Request(WRITE, 2, WriteBody(8191, new byte[65536]), 2);
+        var getattr = Request(GETATTR, 2, new byte[16], 3);
+        var flush = Request(FLUSH, 2, Body(1UL, 0u, 0u, 0UL), 4);
+        for (int i = 0; i < 10; i++) { d.Handle(read, _reply); d.Handle(write, _reply); d.Handle(getattr, _reply); d.Handle(flush, _reply); }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 1000; i++)
+        {
+            d.Handle(read, _reply);
+            d.Handle(write, _reply);
+            d.Handle(flush, _reply);
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
     // ---- odd and hostile input -----------------------------------------------------------------------------
 
     [Fact]

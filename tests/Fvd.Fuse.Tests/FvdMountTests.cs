@@ -163,6 +163,54 @@ public sealed class FvdMountTests : IDisposable
     }
 
     [Fact]
+    public void Mount_helper_runs_fvdmount_with_mount8_arguments()
+    {
+        string helper = Path.Combine(RepoRoot(), "packaging", "mount.fuse.fvd");
+        var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var a in new[] { helper, _img, _mnt, "-n", "-o", "rw,nosuid,nodev,ro,x-systemd.automount", "-t", "fuse.fvd" })
+            psi.ArgumentList.Add(a);
+        psi.Environment["FVDMOUNT"] = Kernel.FvdMountPath();
+        using (var p = Process.Start(psi)!)
+        {
+            string err = p.StandardError.ReadToEnd();
+            Assert.True(p.WaitForExit(60_000));
+            Assert.True(p.ExitCode == 0, $"helper exited {p.ExitCode}: {err}");
+        }
+        Assert.True(Kernel.IsMounted(_mnt));
+        string line = File.ReadLines("/proc/self/mountinfo").First(l => l.Contains(_mnt, StringComparison.Ordinal));
+        Assert.Contains(" ro,", line, StringComparison.Ordinal);
+        Assert.Contains("fuse.fvd", line, StringComparison.Ordinal);
+        Kernel.Ok("umount", _mnt);
+    }
+
+    [Fact]
+    public void Qemu_io_with_cache_none_writes_reads_and_discards()
+    {
+        Kernel.RequireTool("qemu-io", "qemu-utils");
+        using var p = Start("-f", _img, _mnt);
+        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        var (rc, o, e) = Kernel.Run("qemu-io", "-f", "raw", "-t", "none", "-n",
+            "-c", "write -P 0xab 512 65536", "-c", "read -P 0xab 512 65536",
+            "-c", "discard 65536 1M", "-c", "read -P 0 65536 1M", "-c", "write -z 2M 4096", "-c", "read -P 0 2M 4096", View);
+        Assert.True(rc == 0 && !o.Contains("fail", StringComparison.OrdinalIgnoreCase) && !o.Contains("Pattern verification", StringComparison.Ordinal),
+            $"qemu-io exited {rc}\n{o}\n{e}");
+        var (rc2, map, e2) = Kernel.Run("qemu-img", "map", "-f", "raw", "--output=json", View);
+        Assert.True(rc2 == 0, e2);
+        Assert.Contains("\"data\": false", map, StringComparison.Ordinal); // holes are visible through SEEK_HOLE
+        TestLibc.kill(p.Id, TestLibc.SIGTERM);
+        StopAndCollect(p, 20, out int rc3);
+        Assert.Equal(0, rc3);
+    }
+
+    private static string RepoRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "FvdFuse.sln"))) return d.FullName;
+        Assert.Fail("cannot find the repository root");
+        return null!;
+    }
+
+    [Fact]
     public void A_mountpoint_that_is_already_mounted_is_reported_busy()
     {
         using var m = new TempMount(Mib);
