@@ -79,6 +79,21 @@ public sealed class FvdMountTests : IDisposable
     }
 
     [Fact]
+    public async Task Debug_traces_requests_to_stderr()
+    {
+        using var p = Start("-d", _img, _mnt);
+        var err = p.StandardError.ReadToEndAsync();
+        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        Kernel.Ok("dd", $"if={View}", "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none");
+        TestLibc.kill(p.Id, TestLibc.SIGTERM);
+        Assert.True(p.WaitForExit(20_000));
+        string trace = await err;
+        Assert.Equal(0, p.ExitCode);
+        Assert.Contains("INIT node=0 -> ok", trace, StringComparison.Ordinal);
+        Assert.Contains("READ node=2 off=0 size=4096 -> ok 4096 bytes", trace, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Busy_mount_keeps_serving_on_sigterm_until_released()
     {
         using var p = Start("-f", _img, _mnt);
