@@ -172,6 +172,8 @@ public static partial class Program
             Console.Out.WriteLine("OK");
             Console.Out.Flush();
             DetachStdio();
+            // Everything is open and the mount point is resolved: do not keep the caller's directory busy.
+            Directory.SetCurrentDirectory("/");
         }
         else if (s.Debug)
         {
