@@ -44,6 +44,19 @@ public sealed class FvdMountTests : IDisposable
         return p;
     }
 
+    /// <summary>Waits until the mount answers requests (it shows in mountinfo before INIT is done).</summary>
+    private void WaitReady(Process p)
+    {
+        Kernel.WaitFor(() => p.HasExited || (Kernel.IsMounted(_mnt) && HasFiles(_mnt)), 30, "the mount");
+        Assert.False(p.HasExited, "fvdmount exited early");
+    }
+
+    private static bool HasFiles(string dir)
+    {
+        try { return Directory.GetFiles(dir).Length > 0; }
+        catch (IOException) { return false; }
+    }
+
     private static string StopAndCollect(Process p, int seconds, out int rc)
     {
         var err = p.StandardError.ReadToEndAsync();
@@ -60,7 +73,7 @@ public sealed class FvdMountTests : IDisposable
     public void Sigterm_unmounts_drains_flushes_and_exits_0()
     {
         using var p = Start("-f", _img, _mnt);
-        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        WaitReady(p);
         Assert.False(p.HasExited, p.HasExited ? p.StandardError.ReadToEnd() : "");
         var pattern = Kernel.Pattern(100_000, 3);
         string pat = Path.Combine(_dir, "p");
@@ -83,7 +96,7 @@ public sealed class FvdMountTests : IDisposable
     {
         using var p = Start("-d", _img, _mnt);
         var err = p.StandardError.ReadToEndAsync();
-        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        WaitReady(p);
         Kernel.Ok("dd", $"if={View}", "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none");
         TestLibc.kill(p.Id, TestLibc.SIGTERM);
         Assert.True(p.WaitForExit(20_000));
@@ -97,7 +110,7 @@ public sealed class FvdMountTests : IDisposable
     public async Task Busy_mount_keeps_serving_on_sigterm_until_released()
     {
         using var p = Start("-f", _img, _mnt);
-        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        WaitReady(p);
         var errTask = p.StandardError.ReadToEndAsync();
         using (var holder = new FileStream(View, FileMode.Open, FileAccess.Read))
         {
@@ -144,7 +157,7 @@ public sealed class FvdMountTests : IDisposable
         string img2 = Path.Combine(_dir, "data.fvd");
         FileDevice.Create(img2, 2 * Mib).Dispose();
         using var p = Start("-f", "-o", "threads=2", _img, img2, _mnt);
-        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        WaitReady(p);
         Assert.Equal(["data.raw", "vm1.raw"], Directory.GetFiles(_mnt).Select(f => Path.GetFileName(f)).Order());
         Assert.Equal(2 * Mib, new FileInfo(Path.Combine(_mnt, "data.raw")).Length);
         TestLibc.kill(p.Id, TestLibc.SIGTERM);
@@ -203,7 +216,7 @@ public sealed class FvdMountTests : IDisposable
     {
         Kernel.RequireTool("qemu-io", "qemu-utils");
         using var p = Start("-f", _img, _mnt);
-        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        WaitReady(p);
         var (rc, o, e) = Kernel.Run("qemu-io", "-f", "raw", "-t", "none", "-n",
             "-c", "write -P 0xab 512 65536", "-c", "read -P 0xab 512 65536",
             "-c", "discard 65536 1M", "-c", "read -P 0 65536 1M", "-c", "write -z 2M 4096", "-c", "read -P 0 2M 4096", View);
@@ -230,7 +243,7 @@ public sealed class FvdMountTests : IDisposable
     {
         Kernel.RequireTool("fusermount3", "fuse3");
         using var p = Start("-f", _img, _mnt);
-        Kernel.WaitFor(() => Kernel.IsMounted(_mnt) || p.HasExited, 30, "the mount");
+        WaitReady(p);
         Kernel.Ok("fusermount3", "-u", _mnt);
         string err = StopAndCollect(p, 20, out int rc);
         Assert.True(rc == 0, $"exit {rc}: {err}");
