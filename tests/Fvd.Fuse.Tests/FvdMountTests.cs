@@ -152,6 +152,24 @@ public sealed class FvdMountTests : IDisposable
     }
 
     [Fact]
+    public void Lazy_umount_detaches_a_busy_mount_and_exits_when_the_last_user_closes()
+    {
+        using var p = Start("-f", "-o", "lazy_umount", _img, _mnt);
+        WaitReady(p);
+        var holder = new FileStream(View, FileMode.Open, FileAccess.ReadWrite);
+        Assert.Equal(0, TestLibc.kill(p.Id, TestLibc.SIGINT));
+        Kernel.WaitFor(() => !Kernel.IsMounted(_mnt), 10, "the detach");
+        holder.Write(new byte[] { 1, 2, 3 }); // the open file still works after the detach
+        holder.Flush(flushToDisk: true);
+        Assert.False(p.HasExited);
+        holder.Dispose();
+        string err = StopAndCollect(p, 20, out int rc);
+        Assert.True(rc == 0, $"exit {rc}: {err}");
+        Assert.Contains("detached", err, StringComparison.Ordinal);
+        Assert.Equal(new byte[] { 1, 2, 3 }, File.ReadAllBytes(_img).AsSpan(0, 3).ToArray());
+    }
+
+    [Fact]
     public void Several_images_appear_as_raw_files()
     {
         string img2 = Path.Combine(_dir, "data.fvd");
