@@ -91,10 +91,14 @@ public sealed class FuseServer : IDisposable
 
         var server = new FuseServer(mountPoint, fd, dispatcher, options) { _mounted = true };
         server.Start();
-        if (!dispatcher.InitDone.WaitOne(TimeSpan.FromSeconds(30)) || !dispatcher.Initialized)
+        // Also stop waiting if the connection ends first (unmounted from outside before INIT arrived).
+        int which = WaitHandle.WaitAny([dispatcher.InitDone, server._exited.WaitHandle], TimeSpan.FromSeconds(30));
+        if (!dispatcher.Initialized)
         {
             server.Dispose();
-            throw new FvdException(FvdErrorKind.Io, "the kernel did not complete FUSE INIT", mountPoint);
+            throw new FvdException(FvdErrorKind.Io, which == 1
+                ? "unmounted before the kernel finished FUSE INIT"
+                : "the kernel did not complete FUSE INIT", mountPoint);
         }
         return server;
     }

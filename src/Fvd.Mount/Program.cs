@@ -120,19 +120,15 @@ public static partial class Program
         if (child) _ = Setsid(); // leave the caller's session so its hangup does not reach us
 
         // Catch stop signals from the start: one arriving while mounting must unmount, not kill us mid-way.
-        FuseServer? server = null;
-        bool stopRequested = false;
-        var stopLock = new object();
+        var stop = new StopState();
         var regs = FuseServer.StopSignals.Select(sig => PosixSignalRegistration.Create(sig, ctx =>
         {
             ctx.Cancel = true;
-            FuseServer? srv;
-            lock (stopLock) { stopRequested = true; srv = server; }
-            srv?.RequestStop();
+            stop.Signal();
         })).ToList();
         try
         {
-            return ServeCore(s, child, ref server, ref stopRequested, stopLock);
+            return ServeCore(s, child, stop);
         }
         finally
         {
@@ -140,9 +136,30 @@ public static partial class Program
         }
     }
 
-    private static int ServeCore(MountSettings s, bool child, ref FuseServer? serverSlot, ref bool stopRequested, object stopLock)
+    /// <summary>Remembers a stop signal that arrives before the server exists.</summary>
+    private sealed class StopState
     {
+        private readonly object _lock = new();
+        private FuseServer? _server;
+        private bool _requested;
 
+        public void Signal()
+        {
+            FuseServer? srv;
+            lock (_lock) { _requested = true; srv = _server; }
+            srv?.RequestStop();
+        }
+
+        public void Attach(FuseServer server)
+        {
+            bool now;
+            lock (_lock) { _server = server; now = _requested; }
+            if (now) server.RequestStop(); // a signal came while we were mounting
+        }
+    }
+
+    private static int ServeCore(MountSettings s, bool child, StopState stop)
+    {
         int pre = Preflight(s, out string? msg);
         if (pre != ExitOk) return Fail(child, pre, msg!);
 
@@ -172,15 +189,15 @@ public static partial class Program
             Console.Out.WriteLine("OK");
             Console.Out.Flush();
             DetachStdio();
+            // Everything is open and the mount point is resolved: do not keep the caller's directory busy.
+            Directory.SetCurrentDirectory("/");
         }
         else if (s.Debug)
         {
             Console.Error.WriteLine($"fvdmount: serving {string.Join(", ", s.Images)} at {server.MountPoint}");
         }
 
-        bool stopNow;
-        lock (stopLock) { serverSlot = server; stopNow = stopRequested; }
-        if (stopNow) server.RequestStop(); // a signal came while we were mounting
+        stop.Attach(server);
 
         int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices)) Environment.ExitCode = ExitRuntime; });
         server.Dispose();

@@ -10,7 +10,7 @@ public sealed class KernelCollection;
 
 internal static partial class TestLibc
 {
-    public const int SEEK_DATA = 3, SEEK_HOLE = 4, SIGTERM = 15, ENXIO = 6;
+    public const int SEEK_DATA = 3, SEEK_HOLE = 4, SIGTERM = 15, SIGINT = 2, ENXIO = 6;
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial long lseek(int fd, long offset, int whence);
