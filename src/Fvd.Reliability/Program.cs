@@ -38,9 +38,13 @@ public static class Program
                     results.Add(Timed(() => new FileExerciser { Alignment = t.Alignment }.Run(t, ops, seed, path)));
                     break;
                 }
+                case "fuzz":
+                    results.Add(Timed(() => new HostileImageFuzzer().Run(seed, (int)Args.GetLong(args, "--count", 100_000))));
+                    break;
                 case "all":
                     results.Add(Timed(() => new CrashStateHarness().Run(seed, longRun ? 2000 : 200)));
                     results.AddRange(FsxAll(seed, longRun));
+                    results.Add(Timed(() => new HostileImageFuzzer().Run(seed, longRun ? 2_000_000 : 100_000)));
                     break;
                 default:
                     Console.Error.WriteLine($"fvd-reliability: unknown command '{args[0]}'");
