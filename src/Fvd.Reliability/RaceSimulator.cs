@@ -37,6 +37,8 @@ public sealed class SimDevice : IBlockDevice
     public double FailProbability { get; set; }
     /// <summary>Planted bug: the n-th write (1-based) is acknowledged but never applied. 0 = off.</summary>
     public int DropWriteNumber { get; set; }
+    /// <summary>Planted bug: injected errors are counted but swallowed (the request reports success).</summary>
+    public bool SwallowErrors { get; set; }
 
     /// <summary>Gives the calling thread its seeded random source (each tester does at start).</summary>
     public static void SetThreadRandom(Random rng) => t_rng = rng;
@@ -61,7 +63,7 @@ public sealed class SimDevice : IBlockDevice
         var rng = t_rng;
         if (FailProbability <= 0 || rng is null || rng.NextDouble() >= FailProbability) return false;
         t_injected++;
-        return true;
+        return !SwallowErrors;
     }
 
     private FvdException Eio(string what, long off) => new(FvdErrorKind.Io, $"injected EIO on {_name} {what} at {off}");
@@ -261,6 +263,8 @@ public sealed class RaceSimulator
     public double FailProbability { get; init; } = 0.01;
     /// <summary>Planted bug: the data device drops its n-th write (acknowledged, never applied).</summary>
     public int PlantDropDataWrite { get; init; }
+    /// <summary>Planted bug: device errors are swallowed and the request acknowledged.</summary>
+    public bool PlantSwallowErrors { get; init; }
 
     public HarnessResult Run(int seed, int seeds)
     {
@@ -284,7 +288,8 @@ public sealed class RaceSimulator
         byte[]? backingBytes = rng.Next(8) == 0 ? null : MemImage.RandomBacking(rng, (int)(vsize * 3 / 4) + 100, bs);
         var mi = MemImage.Build(vsize, bs, backingBytes);
         var meta = new SimDevice(new MemoryDevice(mi.Meta), "meta");
-        var data = new SimDevice(new MemoryDevice(mi.Data!), "data") { DropWriteNumber = PlantDropDataWrite };
+        var data = new SimDevice(new MemoryDevice(mi.Data!), "data") { DropWriteNumber = PlantDropDataWrite, SwallowErrors = PlantSwallowErrors };
+        meta.SwallowErrors = PlantSwallowErrors;
         var backing = backingBytes is null ? null : new MemoryDevice(backingBytes, readOnly: true);
         long backingSize = mi.Header.BackingSize;
         var original = new byte[vsize];
