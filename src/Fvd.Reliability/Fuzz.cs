@@ -213,7 +213,59 @@ public sealed class HostileImageFuzzer
         }
     }
 
+    /// <summary>
+    /// The file path: writes the mutant as NAME.fvd, mem.data and backing.raw in dir and opens it with
+    /// FvdImage.Open (read-write, then read-only); reads are sampled, since a mutated size may be huge.
+    /// </summary>
+    public static void ExerciseFiles(Mutant m, string dir)
+    {
+        string meta = Path.Combine(dir, "m.fvd");
+        File.WriteAllBytes(meta, m.Meta);
+        File.WriteAllBytes(Path.Combine(dir, "mem.data"), m.Data ?? []);
+        File.WriteAllBytes(Path.Combine(dir, "backing.raw"), m.Backing ?? []);
+        try
+        {
+            for (int pass = 0; pass < 2; pass++)
+            {
+                using var img = FvdImage.Open(meta, new FvdOpenOptions { ReadOnly = pass == 1 });
+                int entries = 0;
+                foreach (var e in img.Map())
+                    if (++entries > 1000) break;
+                var buf = new byte[16 << 10];
+                var rng = new Random(7);
+                foreach (long at in new[] { 0, img.Length - 1, img.Length / 2, rng.NextInt64(img.Length), rng.NextInt64(img.Length) })
+                {
+                    long off = Math.Max(0, Math.Min(at, img.Length - buf.Length));
+                    img.Read(off, buf.AsSpan(0, (int)Math.Min(buf.Length, img.Length - off)));
+                    if (pass == 0) img.Write(off, buf.AsSpan(0, (int)Math.Min(100, img.Length - off)));
+                }
+                if (pass == 0) img.Flush();
+            }
+        }
+        finally
+        {
+            foreach (var f in Directory.GetFiles(dir)) File.Delete(f);
+        }
+    }
+
+    /// <summary>Every n-th mutant also goes through the file path (FvdImage.Open); 0 = never.</summary>
+    public int FileEvery { get; init; } = 50;
+
     public HarnessResult Run(int seed, int count)
+    {
+        string fileDir = Path.Combine(Directory.Exists("/dev/shm") ? "/dev/shm" : Path.GetTempPath(), $"fvd-fuzz-{Environment.ProcessId}-{seed}");
+        Directory.CreateDirectory(fileDir);
+        try
+        {
+            return RunIn(seed, count, fileDir);
+        }
+        finally
+        {
+            Directory.Delete(fileDir, recursive: true);
+        }
+    }
+
+    private HarnessResult RunIn(int seed, int count, string fileDir)
     {
         var result = new HarnessResult("fuzzed-images");
         var bases = BaseImages(new Random(seed));
@@ -221,7 +273,7 @@ public sealed class HostileImageFuzzer
         long started = 0; // Stopwatch timestamp of the current mutant, 0 when idle
         int current = -1;
         bool finished = false;
-        long opened = 0;
+        long opened = 0, filesTried = 0, filesOpened = 0;
         string currentDesc = "";
         var worker = new Thread(() =>
         {
@@ -246,6 +298,18 @@ public sealed class HostileImageFuzzer
                 {
                     fail = $"{e.GetType().Name}: {e.Message}";
                 }
+                if (fail is null && FileEvery > 0 && i % FileEvery == 0)
+                    try
+                    {
+                        filesTried++;
+                        ExerciseFiles(m, fileDir);
+                        filesOpened++;
+                    }
+                    catch (FvdException) { }
+                    catch (Exception e)
+                    {
+                        fail = $"FvdImage.Open path: {e.GetType().Name}: {e.Message}";
+                    }
                 var el = Stopwatch.GetElapsedTime(t0);
                 Volatile.Write(ref started, 0);
                 long alloc = GC.GetAllocatedBytesForCurrentThread() - a0;
@@ -268,7 +332,7 @@ public sealed class HostileImageFuzzer
                 break;
             }
         }
-        result.Notes.Add($"fuzzed-images: {opened} of {count} mutants opened and worked; the rest were refused with FvdException");
+        result.Notes.Add($"fuzzed-images: {opened} of {count} mutants opened and worked; the rest were refused with FvdException; {filesOpened} of {filesTried} also opened through FvdImage.Open on files");
         return result;
     }
 }
