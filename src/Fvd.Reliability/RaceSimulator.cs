@@ -275,10 +275,12 @@ public sealed class RaceSimulator
             if (fail is null) result.Pass();
             else result.Fail($"race-sim seed {s} (replay: fvd-reliability sim --seed {s} --seeds 1 --requests {Requests}): {fail}");
         }
+        result.Notes.Add($"race-sim: seeds {seed}..{seed + seeds - 1}, {Testers} testers, {_requests} requests, {_reads} reads verified, {_errors} injected device errors reported to the guest");
         return result;
     }
 
     private enum Kind { Read, Write, Discard, Zero, Flush }
+    private long _requests, _reads, _errors;
 
     private string? RunSeed(int seed)
     {
@@ -325,6 +327,7 @@ public sealed class RaceSimulator
                     off = Math.Min(off, vsize - 1);
                     len = (int)Math.Min(len, vsize - off);
                     SimDevice.TakeInjected();
+                    Interlocked.Increment(ref _requests);
                     try
                     {
                         switch (kind)
@@ -333,6 +336,7 @@ public sealed class RaceSimulator
                             {
                                 long start = truth.BeginRead();
                                 img.Read(off, buf.AsSpan(0, len));
+                                Interlocked.Increment(ref _reads);
                                 if (truth.EndRead(off, buf.AsSpan(0, len), start) is { } bad)
                                     Fail($"tester {tester} op {i} read [{off}, +{len}): {bad}");
                                 break;
@@ -363,7 +367,10 @@ public sealed class RaceSimulator
                         if (SimDevice.TakeInjected() > 0 && kind != Kind.Read)
                             Fail($"tester {tester} op {i} {kind} [{off}, +{len}): a device error was injected but the request was acknowledged");
                     }
-                    catch (FvdException e) when (e.Kind == FvdErrorKind.Io && e.Message.StartsWith("injected", StringComparison.Ordinal)) { }
+                    catch (FvdException e) when (e.Kind == FvdErrorKind.Io && e.Message.StartsWith("injected", StringComparison.Ordinal))
+                    {
+                        Interlocked.Increment(ref _errors);
+                    }
                     catch (Exception e)
                     {
                         Fail($"tester {tester} op {i} {kind} [{off}, +{len}): {e.GetType().Name}: {e.Message}");
