@@ -49,7 +49,7 @@ public static class Program
                     break;
                 case "all":
                     results.Add(Timed(() => new CrashStateHarness().Run(seed, longRun ? 2000 : 200)));
-                    results.Add(Timed(() => new RaceSimulator { Requests = longRun ? 10_000 : 2000 }.Run(seed, longRun ? 2000 : 200)));
+                    results.Add(Timed(() => new RaceSimulator { Requests = longRun ? 10_000 : 2000 }.Run(seed, longRun ? 1000 : 200)));
                     results.AddRange(FsxAll(seed, longRun));
                     results.Add(Timed(() => new HostileImageFuzzer().Run(seed, longRun ? 2_000_000 : 100_000)));
                     results.Add(Timed(SecurityChecks.Run));

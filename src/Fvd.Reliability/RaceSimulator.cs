@@ -272,6 +272,7 @@ public sealed class RaceSimulator
         for (int s = seed; s < seed + seeds; s++)
         {
             string? fail = RunSeed(s);
+            if (fail is not null && _lastInline) fail = "(inline data) " + fail;
             if (fail is null) result.Pass();
             else result.Fail($"race-sim seed {s} (replay: fvd-reliability sim --seed {s} --seeds 1 --requests {Requests}): {fail}");
         }
@@ -281,6 +282,7 @@ public sealed class RaceSimulator
 
     private enum Kind { Read, Write, Discard, Zero, Flush }
     private long _requests, _reads, _errors;
+    private bool _lastInline;
 
     private string? RunSeed(int seed)
     {
@@ -288,17 +290,25 @@ public sealed class RaceSimulator
         int bs = new[] { 512, 4096, 4096, 16384 }[rng.Next(4)];
         long vsize = (long)bs * 48;
         byte[]? backingBytes = rng.Next(8) == 0 ? null : MemImage.RandomBacking(rng, (int)(vsize * 3 / 4) + 100, bs);
-        var mi = MemImage.Build(vsize, bs, backingBytes);
+        // A quarter of the seeds keep the data inside the metadata file (one device for both).
+        bool inline = PlantDropDataWrite == 0 && rng.Next(4) == 0;
+        var mi = MemImage.Build(vsize, bs, backingBytes, inline);
         var meta = new SimDevice(new MemoryDevice(mi.Meta), "meta");
-        var data = new SimDevice(new MemoryDevice(mi.Data!), "data") { DropWriteNumber = PlantDropDataWrite, SwallowErrors = PlantSwallowErrors };
+        var data = inline ? null : new SimDevice(new MemoryDevice(mi.Data!), "data") { DropWriteNumber = PlantDropDataWrite, SwallowErrors = PlantSwallowErrors };
         meta.SwallowErrors = PlantSwallowErrors;
+        void SetFail(double p)
+        {
+            meta.FailProbability = p;
+            if (data is not null) data.FailProbability = p;
+        }
         var backing = backingBytes is null ? null : new MemoryDevice(backingBytes, readOnly: true);
         long backingSize = mi.Header.BackingSize;
         var original = new byte[vsize];
         if (backingBytes is not null) backingBytes.AsSpan(0, (int)backingSize).CopyTo(original);
         var truth = new Truth(vsize, original);
+        _lastInline = inline;
         var img = MemImage.Attach(meta, data, backing, readOnly: false);
-        meta.FailProbability = data.FailProbability = FailProbability;
+        SetFail(FailProbability);
         string? failure = null;
         void Fail(string f) { Interlocked.CompareExchange(ref failure, f, null); }
         int perTester = Math.Max(1, Requests / Testers);
@@ -382,7 +392,7 @@ public sealed class RaceSimulator
         foreach (var t in threads) t.Join();
         if (failure is not null) { img.Dispose(); return failure; }
         // No more errors: check the whole disk, close (flush), re-open and check again.
-        meta.FailProbability = data.FailProbability = 0;
+        SetFail(0);
         SimDevice.SetThreadRandom(new Random(seed));
         var all = new byte[vsize];
         try
@@ -391,7 +401,7 @@ public sealed class RaceSimulator
             img.Read(0, all);
             if (truth.EndRead(0, all, st) is { } bad) return $"final read: {bad}";
             img.Dispose();
-            var img2 = MemImage.Attach(new MemoryDevice(meta.Inner.Bytes), new MemoryDevice(data.Inner.Bytes), backing, readOnly: false);
+            var img2 = MemImage.Attach(new MemoryDevice(meta.Inner.Bytes), data is null ? null : new MemoryDevice(data.Inner.Bytes), backing, readOnly: false);
             var again = new byte[vsize];
             img2.Read(0, again);
             img2.Dispose();
