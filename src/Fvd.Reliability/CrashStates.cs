@@ -98,12 +98,14 @@ public sealed class CrashStateHarness
     public Action<string>? Log { get; init; }
 
     private const int Meta = 0, Data = 1;
+    private int _inline;
 
     /// <summary>Runs workloads seed .. seed+workloads-1.</summary>
     public HarnessResult Run(int seed, int workloads)
     {
         var result = new HarnessResult("crash-states");
         for (int w = 0; w < workloads; w++) RunWorkload(seed + w, result);
+        result.Notes.Add($"crash-states: {workloads} workloads (seeds {seed}..{seed + workloads - 1}), {_inline} with inline data; passed counts states plus one trace check per workload");
         return result;
     }
 
@@ -115,15 +117,18 @@ public sealed class CrashStateHarness
         public required byte[]? Backing;
         public required MemImage Image;
         public required List<GuestOp> Ops;
+        /// <summary>Data inside the metadata file (one device: data and bitmap ordered by the same flushes).</summary>
+        public required bool Inline;
         public long BackingSize => Image.Header.BackingSize;
         public byte Original(long x) => Backing is not null && x < BackingSize ? Backing[x] : (byte)0;
-        public string Describe() => $"seed {Seed}: vsize {VSize}, block {BlockSize}, backing {BackingSize}; ops: "
+        public string Describe() => $"seed {Seed}{(Inline ? " (inline data)" : "")}: vsize {VSize}, block {BlockSize}, backing {BackingSize}; ops: "
             + string.Join("; ", Ops.Select((o, i) => $"#{i} {o}"));
     }
 
-    private static Workload MakeWorkload(int seed)
+    private static Workload MakeWorkload(int seed, bool allowInline)
     {
         var rng = new Random(seed);
+        bool inline = allowInline && rng.Next(4) == 0;
         int bs = new[] { 512, 1024, 4096, 8192 }[rng.Next(4)];
         int blocks = 16;
         long vsize = (long)bs * blocks;
@@ -133,7 +138,7 @@ public sealed class CrashStateHarness
             int blen = rng.Next(3) switch { 0 => (int)vsize, 1 => (int)vsize * 3 / 4 + 100, _ => (int)vsize + 4096 };
             backing = MemImage.RandomBacking(rng, blen, bs);
         }
-        var img = MemImage.Build(vsize, bs, backing);
+        var img = MemImage.Build(vsize, bs, backing, inline);
         var ops = new List<GuestOp>();
         int n = 5 + rng.Next(8);
         for (int i = 0; i < n; i++)
@@ -157,15 +162,15 @@ public sealed class CrashStateHarness
             else ops.Add(new GuestOp(r < 90 ? GuestKind.Discard : GuestKind.Zero, off, len, null));
         }
         ops.Add(new GuestOp(GuestKind.Close, 0, 0, null));
-        return new Workload { Seed = seed, VSize = vsize, BlockSize = bs, Backing = backing, Image = img, Ops = ops };
+        return new Workload { Seed = seed, VSize = vsize, BlockSize = bs, Backing = backing, Image = img, Ops = ops, Inline = inline };
     }
 
     private List<Rec> Record(Workload w)
     {
         var log = new List<Rec>();
         var metaDev = new RecordingDevice(new MemoryDevice((byte[])w.Image.Meta.Clone()), Meta, log);
-        IBlockDevice dataDev = new RecordingDevice(new MemoryDevice((byte[])w.Image.Data!.Clone()), Data, log);
-        if (PlantSwallowDataFlush) dataDev = new SwallowFlushDevice(dataDev);
+        IBlockDevice? dataDev = w.Inline ? null : new RecordingDevice(new MemoryDevice((byte[])w.Image.Data!.Clone()), Data, log);
+        if (PlantSwallowDataFlush && dataDev is not null) dataDev = new SwallowFlushDevice(dataDev);
         var backing = w.Backing is null ? null : new MemoryDevice(w.Backing, readOnly: true);
         var img = MemImage.Attach(metaDev, dataDev, backing, readOnly: false);
         for (int i = 0; i < w.Ops.Count; i++)
@@ -187,7 +192,8 @@ public sealed class CrashStateHarness
 
     private void RunWorkload(int seed, HarnessResult result)
     {
-        var w = MakeWorkload(seed);
+        var w = MakeWorkload(seed, allowInline: !PlantSwallowDataFlush);
+        if (w.Inline) _inline++;
         List<Rec> log;
         try
         {
@@ -216,16 +222,18 @@ public sealed class CrashStateHarness
         for (int i = 0; i < log.Count && ok; i++)
         {
             var r = log[i];
-            if (r.Dev == Data)
+            bool inlineData = w.Inline && r.Dev == Meta && r.Kind != RecKind.Flush && r.Off >= h.DataOffset;
+            if (r.Dev == Data || inlineData || (w.Inline && r.Dev == Meta && r.Kind == RecKind.Flush))
             {
                 if (r.Kind == RecKind.Flush) lastDataFlush = i;
                 else
                 {
-                    long fb = r.Off / w.BlockSize, lb = Math.Min(blocks - 1, (r.Off + r.Len - 1) / w.BlockSize);
+                    long off = inlineData ? r.Off - h.DataOffset : r.Off;
+                    long fb = off / w.BlockSize, lb = Math.Min(blocks - 1, (off + r.Len - 1) / w.BlockSize);
                     for (long b = fb; b <= lb; b++) lastDataOp[b] = i;
                 }
             }
-            else if (r.Dev == Meta && r.Kind != RecKind.Flush)
+            if (r.Dev == Meta && r.Kind != RecKind.Flush && !inlineData)
             {
                 long bmStart = h.BitmapOffset, bmEnd = h.BitmapOffset + h.BitmapLength;
                 long from = Math.Max(r.Off, bmStart), to = Math.Min(r.Off + r.Len, bmEnd);
@@ -260,7 +268,7 @@ public sealed class CrashStateHarness
     private void Enumerate(Workload w, List<Rec> log, HarnessResult result)
     {
         var rng = new Random(w.Seed * 7919 + 17);
-        var durable = new[] { (byte[])w.Image.Meta.Clone(), (byte[])w.Image.Data!.Clone() };
+        var durable = new[] { (byte[])w.Image.Meta.Clone(), w.Inline ? [] : (byte[])w.Image.Data!.Clone() };
         var pending = new[] { new List<Rec>(), new List<Rec>() };
         int startedMax = -1, lastFlushDone = -1;
         for (int i = 0; i <= log.Count; i++)
@@ -393,7 +401,7 @@ public sealed class CrashStateHarness
     private static byte[] OpenReadClose(Workload w, byte[] meta, byte[] data)
     {
         var backing = w.Backing is null ? null : new MemoryDevice(w.Backing, readOnly: true);
-        var img = MemImage.Attach(new MemoryDevice(meta), new MemoryDevice(data), backing, readOnly: false);
+        var img = MemImage.Attach(new MemoryDevice(meta), w.Inline ? null : new MemoryDevice(data), backing, readOnly: false);
         try
         {
             var buf = new byte[w.VSize];

@@ -23,6 +23,12 @@ internal static partial class Native
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
 
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int mkfifo(string path, uint mode);
+
+    public const int O_WRONLY = 1;
+    public const int O_NONBLOCK = 0x800;
+
     [LibraryImport("libc", SetLastError = true)]
     public static unsafe partial nint pread(int fd, byte* buf, nuint count, long offset);
 

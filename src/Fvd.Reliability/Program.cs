@@ -38,9 +38,21 @@ public static class Program
                     results.Add(Timed(() => new FileExerciser { Alignment = t.Alignment }.Run(t, ops, seed, path)));
                     break;
                 }
+                case "sim":
+                    results.Add(Timed(() => new RaceSimulator { Requests = (int)Args.GetLong(args, "--requests", 2000) }.Run(seed, (int)Args.GetLong(args, "--seeds", 200))));
+                    break;
+                case "security":
+                    results.Add(Timed(SecurityChecks.Run));
+                    break;
+                case "fuzz":
+                    results.Add(Timed(() => new HostileImageFuzzer().Run(seed, (int)Args.GetLong(args, "--count", 100_000))));
+                    break;
                 case "all":
                     results.Add(Timed(() => new CrashStateHarness().Run(seed, longRun ? 2000 : 200)));
+                    results.Add(Timed(() => new RaceSimulator { Requests = longRun ? 10_000 : 2000 }.Run(seed, longRun ? 1000 : 200)));
                     results.AddRange(FsxAll(seed, longRun));
+                    results.Add(Timed(() => new HostileImageFuzzer().Run(seed, longRun ? 2_000_000 : 100_000)));
+                    results.Add(Timed(SecurityChecks.Run));
                     break;
                 default:
                     Console.Error.WriteLine($"fvd-reliability: unknown command '{args[0]}'");

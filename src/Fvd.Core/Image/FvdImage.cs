@@ -208,6 +208,17 @@ public sealed partial class FvdImage : IBlockDevice
         return FileDevice.Open(resolved, readOnly: true);
     }
 
+    /// <summary>
+    /// Refuses an image or data file that is not a regular file: opening a FIFO blocks forever, and a
+    /// character device or socket is never an image (found by fvd-reliability security).
+    /// </summary>
+    private static void RequireRegular(string path, string what)
+    {
+        var kind = FileKinds.Of(path);
+        if (kind != FileKind.Regular)
+            throw new FvdException(FvdErrorKind.PermissionDenied, $"{what} is a {kind.ToString().ToLowerInvariant()}, not a regular file", path);
+    }
+
     private static bool Path_Exists(string p) => File.Exists(p) || FileKinds.Of(p) != FileKind.Missing;
 
     /// <summary>Opens an image. Every header field is validated before use.</summary>
@@ -217,6 +228,7 @@ public sealed partial class FvdImage : IBlockDevice
         if (!File.Exists(path))
             throw new FvdException(Directory.Exists(path) ? FvdErrorKind.InvalidArgument : FvdErrorKind.NotFound,
                 Directory.Exists(path) ? "is a directory, not an image" : "image not found", path);
+        RequireRegular(path, "image");
         var meta = FileDevice.Open(path, o.ReadOnly);
         IBlockDevice? data = null, backing = null;
         try
@@ -227,6 +239,7 @@ public sealed partial class FvdImage : IBlockDevice
             {
                 string dataPath = ResolveRelative(path, header.DataFile);
                 if (!File.Exists(dataPath)) throw new FvdException(FvdErrorKind.NotFound, "data file not found", dataPath);
+                RequireRegular(dataPath, "data file");
                 var df = FileDevice.Open(dataPath, o.ReadOnly);
                 data = df;
                 // Shorter than the disk (a crash during create, or a copy that dropped a sparse tail): grow it
