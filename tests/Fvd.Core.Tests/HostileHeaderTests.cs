@@ -559,4 +559,21 @@ public class HostileHeaderTests
         h.SetI32(off, value);
         h.ExpectFailure(FvdErrorKind.InvalidFormat, what);
     }
+
+    [Fact]
+    public void HugeVirtualSizeFailsWithFvdExceptionWhereTheFileSystemRefusesIt()
+    {
+        // ext4 refuses files over 16 TiB with EFBIG, which .NET reports as ArgumentOutOfRangeException;
+        // growing the data file at open (and creating one) must turn that into an FvdException.
+        using var h = new HostileImage();
+        h.SetI64(48, 64L << 40);
+        try { using var img = FvdImage.Open(h.Image); Assert.Equal(64L << 40, img.Length); }
+        catch (FvdException) { }
+        using var h2 = new HostileImage(inline: true);
+        h2.SetI64(48, 64L << 40);
+        try { using var img = FvdImage.Open(h2.Image); }
+        catch (FvdException) { }
+        try { FvdImage.Create(h.Dir.File("huge.fvd"), new FvdCreateOptions { VirtualSize = 64L << 40, InlineData = true }); }
+        catch (FvdException) { }
+    }
 }

@@ -46,10 +46,12 @@ public sealed class FileDevice : IBlockDevice
         {
             var h = File.OpenHandle(path, overwrite ? FileMode.Create : FileMode.CreateNew, FileAccess.ReadWrite,
                 FileShare.ReadWrite | FileShare.Delete);
-            RandomAccess.SetLength(h, length);
+            try { RandomAccess.SetLength(h, length); }
+            catch { h.Dispose(); throw; }
             return new FileDevice(path, h, false);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        // SetLength throws ArgumentOutOfRangeException for EFBIG ("too large for the file system").
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
         {
             throw FvdException.FromIo(e, path, "cannot create");
         }
@@ -102,7 +104,7 @@ public sealed class FileDevice : IBlockDevice
     {
         DeviceChecks.Writable(this, Path);
         try { RandomAccess.SetLength(_handle, length); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw FvdException.FromIo(e, Path, "resize failed"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException) { throw FvdException.FromIo(e, Path, "resize failed"); }
         Volatile.Write(ref _length, length);
     }
 
