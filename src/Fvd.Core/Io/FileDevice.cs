@@ -25,16 +25,37 @@ public sealed class FileDevice : IBlockDevice
     }
 
     /// <summary>Opens an existing file. The error names the path and says what is wrong.</summary>
+    /// <remarks>
+    /// Opens with open(2) directly: .NET's File.OpenHandle takes an implicit flock(LOCK_SH), which fails
+    /// against the image's own LOCK_EX with a generic IOException (so a second writer got Io instead of Busy,
+    /// and a NoLock inspection could not open a locked image at all). Locking is explicit: see Lock.
+    /// </remarks>
     public static FileDevice Open(string path, bool readOnly)
     {
+        if (Directory.Exists(path))
+            throw new FvdException(FvdErrorKind.InvalidArgument, "cannot open: is a directory", path);
+        int fd = Libc.open(path, (readOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            var kind = err switch
+            {
+                Libc.ENOENT => FvdErrorKind.NotFound,
+                Libc.EACCES or Libc.EPERM or Libc.EROFS => FvdErrorKind.PermissionDenied,
+                Libc.EISDIR => FvdErrorKind.InvalidArgument,
+                Libc.ENOSPC => FvdErrorKind.NoSpace,
+                _ => FvdErrorKind.Io,
+            };
+            throw new FvdException(kind, $"cannot open: {Libc.StrError(err)}", path);
+        }
+        var h = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
-            var h = File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
-                FileShare.ReadWrite | FileShare.Delete);
             return new FileDevice(path, h, readOnly);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            h.Dispose();
             throw FvdException.FromIo(e, path, "cannot open");
         }
     }
