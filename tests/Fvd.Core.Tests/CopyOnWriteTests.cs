@@ -226,7 +226,7 @@ public sealed class CopyOnWriteTests : IDisposable
         var map = img.Map().ToList();
         Assert.Equal(img.Length, map.Sum(m => m.Length));
         Assert.Contains(map, m => m.Kind == MapKind.Zero && m.Offset + m.Length == img.Length);
-        Assert.All(Read(img, 40_960, 1 << 20), x => Assert.Equal(0, x));
+        Assert.True(DeviceChecks.IsZero(Read(img, 40_960, 1 << 20)));
         img.Write((10L << 20) - 4096, Pattern(4096, 1));
         Assert.Equal(Pattern(4096, 1), Read(img, (10L << 20) - 4096, 4096));
         Assert.Equal(_backing, Read(img, 0, BackingLen));
