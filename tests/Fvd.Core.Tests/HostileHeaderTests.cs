@@ -577,3 +577,71 @@ public class HostileHeaderTests
         catch (FvdException) { }
     }
 }
+
+public class HostileFileKindTests
+{
+    private static async Task ExpectFastFailure(Func<FvdException> open, string what)
+    {
+        var t = Task.Run(open);
+        Assert.True(await Task.WhenAny(t, Task.Delay(TimeSpan.FromSeconds(10))) == t, $"{what}: open blocked");
+        await t;
+    }
+
+    private static void MkFifo(string path)
+    {
+        using var p = Process.Start("mkfifo", path);
+        p.WaitForExit();
+        Assert.Equal(0, p.ExitCode);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task DataFileIsAFifo(bool readOnly)
+    {
+        using var h = new HostileImage();
+        File.Delete(h.Data);
+        MkFifo(h.Data);
+        await ExpectFastFailure(() => Assert.Throws<FvdException>(() => FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = readOnly })), "data FIFO");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ImageIsAFifo(bool readOnly)
+    {
+        using var h = new HostileImage();
+        string p = h.Dir.File("fifo.fvd");
+        MkFifo(p);
+        await ExpectFastFailure(() => Assert.Throws<FvdException>(() => FvdImage.Open(p, new FvdOpenOptions { ReadOnly = readOnly })), "image FIFO");
+    }
+
+    [Fact]
+    public void DataFileIsADirectory()
+    {
+        using var h = new HostileImage();
+        File.Delete(h.Data);
+        Directory.CreateDirectory(h.Data);
+        var e = Assert.Throws<FvdException>(() => FvdImage.Open(h.Image));
+        Assert.Contains("data file", e.Message);
+    }
+
+    [Fact]
+    public void PrefetchFinishedImageNeedsNoBacking()
+    {
+        using var h = new HostileImage();
+        using (var img = FvdImage.Open(h.Image))
+        {
+            var all = new byte[img.Length];
+            img.Read(0, all);
+            img.Write(0, all); // copy everything local
+            img.SetHeaderFlags(HeaderFlags.PrefetchFinished, 0);
+        }
+        File.Delete(h.Backing);
+        using var again = FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = true });
+        var got = new byte[HostileImage.BackingLength];
+        again.Read(0, got);
+        var expect = File.ReadAllBytes(h.Data)[..HostileImage.BackingLength];
+        Assert.Equal(expect, got);
+    }
+}

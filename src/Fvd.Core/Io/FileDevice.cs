@@ -34,6 +34,9 @@ public sealed class FileDevice : IBlockDevice
     {
         if (Directory.Exists(path))
             throw new FvdException(FvdErrorKind.InvalidArgument, "cannot open: is a directory", path);
+        // open(2) of a FIFO for reading blocks until a writer appears; a socket cannot be opened at all.
+        if (FileKinds.Of(path) is FileKind.Fifo or FileKind.Socket)
+            throw new FvdException(FvdErrorKind.PermissionDenied, $"cannot open: is a {FileKinds.Of(path).ToString().ToLowerInvariant()}, not a regular file", path);
         int fd = Libc.open(path, (readOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC, 0);
         if (fd < 0)
         {
