@@ -283,7 +283,7 @@ public abstract class BlockDeviceContract : IDisposable
         d.Discard(65536, 65536);
         d.WriteZeroes(150_000, 10_000);
         d.Write(d.Length - 100, data.AsSpan(0, 100));
-        foreach (long max in new[] { d.Length, 4096L, 1000L, 1L, long.MaxValue, long.MaxValue - 10 })
+        foreach (long max in new[] { d.Length, 4096L, 1000L, 511L, long.MaxValue, long.MaxValue - 10 })
         {
             List<Extent> list;
             try { list = Walk(d, max); }
@@ -383,7 +383,7 @@ public sealed class SliceDeviceContract : BlockDeviceContract
         d.Discard(0, DeviceLength);
         Assert.Equal(before[..Pad], _inner.Bytes[..Pad]);
         Assert.Equal(before[^Pad..], _inner.Bytes[^Pad..]);
-        Assert.All(_inner.Bytes[Pad..^Pad], x => Assert.Equal(0, x));
+        Assert.True(DeviceChecks.IsZero(_inner.Bytes.AsSpan(Pad, (int)DeviceLength)));
     }
 
     [Fact]

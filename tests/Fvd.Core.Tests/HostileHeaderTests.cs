@@ -566,4 +566,89 @@ public class HostileHeaderTests
         h.SetI32(off, value);
         h.ExpectFailure(FvdErrorKind.InvalidFormat, what);
     }
+
+    [Fact]
+    public void HugeVirtualSizeFailsWithFvdExceptionWhereTheFileSystemRefusesIt()
+    {
+        // ext4 refuses files over 16 TiB with EFBIG, which .NET reports as ArgumentOutOfRangeException;
+        // growing the data file at open (and creating one) must turn that into an FvdException.
+        using var h = new HostileImage();
+        h.SetI64(48, 64L << 40);
+        try { using var img = FvdImage.Open(h.Image); Assert.Equal(64L << 40, img.Length); }
+        catch (FvdException) { }
+        using var h2 = new HostileImage(inline: true);
+        h2.SetI64(48, 64L << 40);
+        try { using var img = FvdImage.Open(h2.Image); }
+        catch (FvdException) { }
+        try { FvdImage.Create(h.Dir.File("huge.fvd"), new FvdCreateOptions { VirtualSize = 64L << 40, InlineData = true }); }
+        catch (FvdException) { }
+    }
+}
+
+public class HostileFileKindTests
+{
+    private static async Task ExpectFastFailure(Func<FvdException> open, string what)
+    {
+        var t = Task.Run(open);
+        Assert.True(await Task.WhenAny(t, Task.Delay(TimeSpan.FromSeconds(10))) == t, $"{what}: open blocked");
+        await t;
+    }
+
+    private static void MkFifo(string path)
+    {
+        using var p = Process.Start("mkfifo", path);
+        p.WaitForExit();
+        Assert.Equal(0, p.ExitCode);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task DataFileIsAFifo(bool readOnly)
+    {
+        using var h = new HostileImage();
+        File.Delete(h.Data);
+        MkFifo(h.Data);
+        await ExpectFastFailure(() => Assert.Throws<FvdException>(() => FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = readOnly })), "data FIFO");
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task ImageIsAFifo(bool readOnly)
+    {
+        using var h = new HostileImage();
+        string p = h.Dir.File("fifo.fvd");
+        MkFifo(p);
+        await ExpectFastFailure(() => Assert.Throws<FvdException>(() => FvdImage.Open(p, new FvdOpenOptions { ReadOnly = readOnly })), "image FIFO");
+    }
+
+    [Fact]
+    public void DataFileIsADirectory()
+    {
+        using var h = new HostileImage();
+        File.Delete(h.Data);
+        Directory.CreateDirectory(h.Data);
+        var e = Assert.Throws<FvdException>(() => FvdImage.Open(h.Image));
+        Assert.Contains("data file", e.Message);
+    }
+
+    [Fact]
+    public void PrefetchFinishedImageNeedsNoBacking()
+    {
+        using var h = new HostileImage();
+        using (var img = FvdImage.Open(h.Image))
+        {
+            var all = new byte[img.Length];
+            img.Read(0, all);
+            img.Write(0, all); // copy everything local
+            img.SetHeaderFlags(HeaderFlags.PrefetchFinished, 0);
+        }
+        File.Delete(h.Backing);
+        using var again = FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = true });
+        var got = new byte[HostileImage.BackingLength];
+        again.Read(0, got);
+        var expect = File.ReadAllBytes(h.Data)[..HostileImage.BackingLength];
+        Assert.Equal(expect, got);
+    }
 }

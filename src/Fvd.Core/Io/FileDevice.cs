@@ -25,16 +25,40 @@ public sealed class FileDevice : IBlockDevice
     }
 
     /// <summary>Opens an existing file. The error names the path and says what is wrong.</summary>
+    /// <remarks>
+    /// Opens with open(2) directly: .NET's File.OpenHandle takes an implicit flock(LOCK_SH), which fails
+    /// against the image's own LOCK_EX with a generic IOException (so a second writer got Io instead of Busy,
+    /// and a NoLock inspection could not open a locked image at all). Locking is explicit: see Lock.
+    /// </remarks>
     public static FileDevice Open(string path, bool readOnly)
     {
+        if (Directory.Exists(path))
+            throw new FvdException(FvdErrorKind.InvalidArgument, "cannot open: is a directory", path);
+        // open(2) of a FIFO for reading blocks until a writer appears; a socket cannot be opened at all.
+        if (FileKinds.Of(path) is FileKind.Fifo or FileKind.Socket)
+            throw new FvdException(FvdErrorKind.PermissionDenied, $"cannot open: is a {FileKinds.Of(path).ToString().ToLowerInvariant()}, not a regular file", path);
+        int fd = Libc.open(path, (readOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            var kind = err switch
+            {
+                Libc.ENOENT => FvdErrorKind.NotFound,
+                Libc.EACCES or Libc.EPERM or Libc.EROFS => FvdErrorKind.PermissionDenied,
+                Libc.EISDIR => FvdErrorKind.InvalidArgument,
+                Libc.ENOSPC => FvdErrorKind.NoSpace,
+                _ => FvdErrorKind.Io,
+            };
+            throw new FvdException(kind, $"cannot open: {Libc.StrError(err)}", path);
+        }
+        var h = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
-            var h = File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite,
-                FileShare.ReadWrite | FileShare.Delete);
             return new FileDevice(path, h, readOnly);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            h.Dispose();
             throw FvdException.FromIo(e, path, "cannot open");
         }
     }
@@ -46,10 +70,12 @@ public sealed class FileDevice : IBlockDevice
         {
             var h = File.OpenHandle(path, overwrite ? FileMode.Create : FileMode.CreateNew, FileAccess.ReadWrite,
                 FileShare.ReadWrite | FileShare.Delete);
-            RandomAccess.SetLength(h, length);
+            try { RandomAccess.SetLength(h, length); }
+            catch { h.Dispose(); throw; }
             return new FileDevice(path, h, false);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        // SetLength throws ArgumentOutOfRangeException for EFBIG ("too large for the file system").
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
         {
             throw FvdException.FromIo(e, path, "cannot create");
         }
@@ -102,7 +128,7 @@ public sealed class FileDevice : IBlockDevice
     {
         DeviceChecks.Writable(this, Path);
         try { RandomAccess.SetLength(_handle, length); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw FvdException.FromIo(e, Path, "resize failed"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException) { throw FvdException.FromIo(e, Path, "resize failed"); }
         Volatile.Write(ref _length, length);
     }
 

@@ -16,6 +16,15 @@ internal static partial class Libc
     public const int LOCK_SH = 1;
     public const int LOCK_NB = 4;
 
+    public const int O_RDONLY = 0;
+    public const int O_RDWR = 2;
+    public const int O_CLOEXEC = 0x80000;
+
+    public const int EPERM = 1;
+    public const int ENOENT = 2;
+    public const int EACCES = 13;
+    public const int EISDIR = 21;
+    public const int EROFS = 30;
     public const int ENXIO = 6;
     public const int ENOSPC = 28;
     public const int EOPNOTSUPP = 95;
