@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 DOTNET ?= dotnet
 CONFIG ?= Release
+LONG ?= 0
+QUICK ?= 0
 PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
@@ -47,8 +49,9 @@ install: publish
 	for m in man/*.5; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man5/; done; true
 	[ -e packaging/mount.fuse.fvd ] && install -m 755 packaging/mount.fuse.fvd $(PREFIX)/bin/ || true
 
+# The four reliability harnesses (issue 5): short run; LONG=1 for the long one.
 reliability: deps build
-	@echo "reliability harness: see issue 5"
+	LONG=$(LONG) bash tests/reliability.sh
 
 bench: deps publish
 	@echo "benchmarks: see issue 6"

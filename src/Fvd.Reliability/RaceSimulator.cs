@@ -35,7 +35,7 @@ public sealed class SimDevice : IBlockDevice
     public MemoryDevice Inner => _inner;
     /// <summary>Probability that a write, discard, zero-write or flush fails with an injected EIO.</summary>
     public double FailProbability { get; set; }
-    /// <summary>Planted bug: the n-th write (1-based) is acknowledged but never applied. 0 = off.</summary>
+    /// <summary>Planted bug: every n-th write is acknowledged but never applied. 0 = off.</summary>
     public int DropWriteNumber { get; set; }
     /// <summary>Planted bug: injected errors are counted but swallowed (the request reports success).</summary>
     public bool SwallowErrors { get; set; }
@@ -82,7 +82,7 @@ public sealed class SimDevice : IBlockDevice
     {
         Delay();
         bool fail = Inject();
-        bool drop = DropWriteNumber > 0 && Interlocked.Increment(ref _writes) == DropWriteNumber;
+        bool drop = DropWriteNumber > 0 && Interlocked.Increment(ref _writes) % DropWriteNumber == 0; // every Nth: a single drop can be overwritten before any read sees it
         if (fail && t_rng!.Next(2) == 0) throw Eio("write", offset);
         lock (_lock)
         {
@@ -261,7 +261,7 @@ public sealed class RaceSimulator
     public int Testers { get; init; } = 8;
     public int Requests { get; init; } = 2000;
     public double FailProbability { get; init; } = 0.01;
-    /// <summary>Planted bug: the data device drops its n-th write (acknowledged, never applied).</summary>
+    /// <summary>Planted bug: the data device drops every n-th write (acknowledged, never applied).</summary>
     public int PlantDropDataWrite { get; init; }
     /// <summary>Planted bug: device errors are swallowed and the request acknowledged.</summary>
     public bool PlantSwallowErrors { get; init; }

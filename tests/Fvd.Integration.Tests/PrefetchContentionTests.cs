@@ -8,6 +8,7 @@ using Fvd.Core.Tests;
 
 namespace Fvd.Integration.Tests;
 
+[Collection("Timing")]
 public sealed class PrefetchContentionTests : IDisposable
 {
     private readonly string _ns = $"fvdt{Environment.ProcessId}";
