@@ -104,7 +104,7 @@ public sealed class FuseDispatcher
                 ACCESS => Access(nodeId, body, req, reply, unique),
                 FALLOCATE => Fallocate(nodeId, body, reply, unique),
                 LSEEK => Lseek(nodeId, body, reply, unique),
-                GETXATTR => Find(nodeId, out _) ? Error(reply, unique, Errno.ENODATA) : Error(reply, unique, Errno.ENOENT),
+                GETXATTR => nodeId == RootId || Find(nodeId, out _) ? Error(reply, unique, Errno.ENODATA) : Error(reply, unique, Errno.ENOENT),
                 LISTXATTR => ListXattr(nodeId, body, reply, unique),
                 SETXATTR => Error(reply, unique, Errno.EOPNOTSUPP),
                 REMOVEXATTR => Error(reply, unique, Errno.ENODATA),
