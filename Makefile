@@ -47,7 +47,8 @@ install: publish
 	ln -sf ../lib/fvdfuse/fvdmount/fvdmount $(PREFIX)/bin/fvdmount
 	for m in man/*.1; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man1/; done; true
 	for m in man/*.5; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man5/; done; true
-	[ -e packaging/mount.fuse.fvd ] && install -m 755 packaging/mount.fuse.fvd $(PREFIX)/bin/ || true
+	# mount(8) looks for helpers in /sbin: with a PREFIX other than /usr, link $(PREFIX)/sbin/mount.fuse.fvd there.
+	mkdir -p $(PREFIX)/sbin && install -m 755 packaging/mount.fuse.fvd $(PREFIX)/sbin/
 
 # The four reliability harnesses (issue 5): short run; LONG=1 for the long one.
 reliability: deps build
