@@ -10,6 +10,7 @@ public sealed class FileDevice : IBlockDevice
     private readonly SafeFileHandle _handle;
     private readonly int _fd;
     private long _length;
+    private bool _locked;
 
     public string Path { get; }
     public bool IsReadOnly { get; }
@@ -176,7 +177,7 @@ public sealed class FileDevice : IBlockDevice
     /// <summary>Takes an advisory lock so two writers cannot open one image; shared for readers.</summary>
     public void Lock(bool exclusive)
     {
-        if (Libc.flock(_fd, (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) == 0) return;
+        if (Libc.flock(_fd, (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) == 0) { _locked = true; return; }
         int err = Marshal.GetLastPInvokeError();
         if (err == Libc.EWOULDBLOCK)
             throw new FvdException(FvdErrorKind.Busy, "image is in use by another process (locked)", Path);
@@ -190,5 +191,17 @@ public sealed class FileDevice : IBlockDevice
         return new FvdException(kind, $"{what}: {Libc.StrError(err)}", Path);
     }
 
-    public void Dispose() => _handle.Dispose();
+    /// <summary>
+    /// Unlocks before closing: a child forked by any thread of this process shares the open file description
+    /// (and its flock) until it execs, so closing alone can leave the image locked for a moment.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_locked && !_handle.IsClosed)
+        {
+            Libc.flock(_fd, Libc.LOCK_UN);
+            _locked = false;
+        }
+        _handle.Dispose();
+    }
 }
