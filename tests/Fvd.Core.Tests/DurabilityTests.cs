@@ -331,4 +331,35 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         Assert.Equal(FvdErrorKind.Busy, Assert.Throws<FvdException>(() => FvdImage.Open(Img, new FvdOpenOptions { ReadOnly = true })).Kind);
         using var tool = FvdImage.Open(Img, new FvdOpenOptions { ReadOnly = true, NoLock = true });
     }
+
+    [Fact]
+    public void MultiPageBitmapFlushesOnlyDirtyPagesAndPersists()
+    {
+        // 3 bitmap pages: 512-byte blocks over a 40 MiB sparse backing (ZeroAware off so every bit starts 0).
+        long backingLen = 40L << 20;
+        using (var f = FileDevice.Create(_dir.File("big.raw"), backingLen)) f.Write(backingLen - 1, new byte[] { 1 });
+        string img = _dir.File("big.fvd");
+        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = backingLen, BackingFile = "big.raw", BlockSize = 512, ZeroAware = false });
+        long pageBlocks = 4096 * 8;
+        var image = FvdImage.Open(img);
+        Assert.Equal(3, image.Bitmap.PageCount);
+        image.Write(5 * 512 + 1, new byte[] { 1 });                    // page 0
+        image.Write((2 * pageBlocks + 7) * 512, new byte[512]);       // page 2, whole block
+        image.Write(backingLen - 10, new byte[] { 1, 2, 3 });         // last block, last page
+        var pageBefore1 = ReadShared(img).AsSpan(4096 + 4096, 4096).ToArray();
+        image.Flush();
+        var meta = ReadShared(img);
+        Assert.Equal(pageBefore1, meta.AsSpan(4096 + 4096, 4096).ToArray()); // page 1 untouched
+        Assert.Equal(0x20, meta[4096 + 0]);                                   // block 5
+        Assert.Equal(0x80, meta[4096 + (int)((2 * pageBlocks + 7) / 8)]);     // block 2*32768+7
+        long last = backingLen / 512 - 1;
+        Assert.NotEqual(0, meta[4096 + (int)(last / 8)] & (1 << (int)(last % 8)));
+        image.Dispose();
+        using var again = FvdImage.Open(img, new FvdOpenOptions { ReadOnly = true });
+        Assert.Equal(3, again.Bitmap.CountSet());
+        Assert.True(again.Bitmap.Get(5) && again.Bitmap.Get(2 * pageBlocks + 7) && again.Bitmap.Get(last));
+        var tail = new byte[10];
+        again.Read(backingLen - 10, tail);
+        Assert.Equal(new byte[] { 1, 2, 3, 0, 0, 0, 0, 0, 0, 1 }, tail);
+    }
 }
