@@ -362,4 +362,21 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         again.Read(backingLen - 10, tail);
         Assert.Equal(new byte[] { 1, 2, 3, 0, 0, 0, 0, 0, 0, 1 }, tail);
     }
+
+    [Fact]
+    public void OverwriteCreateOfAnOpenImageIsRefusedAndHarmless()
+    {
+        Create();
+        using var img = FvdImage.Open(Img);
+        var d = new byte[4096];
+        new Random(8).NextBytes(d);
+        img.Write(0, d);
+        img.Flush();
+        var metaBefore = ReadShared(Img);
+        var e = Assert.Throws<FvdException>(() => FvdImage.Create(Img, new FvdCreateOptions { VirtualSize = 4096, Overwrite = true }));
+        Assert.True(e.Kind == FvdErrorKind.Busy, $"{e.Kind}: {e.Message}");
+        Assert.Equal(metaBefore, ReadShared(Img));
+        Assert.Equal(d, Read(img, 0, 4096));
+        Assert.Equal(d, ReadShared(DataPath)[..4096]);
+    }
 }

@@ -75,6 +75,12 @@ public sealed class FileDevice : IBlockDevice
             catch { h.Dispose(); throw; }
             return new FileDevice(path, h, false);
         }
+        // .NET's open takes a flock(LOCK_SH) and reports EWOULDBLOCK as a sharing violation: the file is an
+        // image some process has open (and locked). .NET truncates only after that lock succeeds.
+        catch (IOException e) when (e.HResult == Libc.EWOULDBLOCK)
+        {
+            throw new FvdException(FvdErrorKind.Busy, "cannot create: the file is in use by another process (locked)", path, e);
+        }
         // SetLength throws ArgumentOutOfRangeException for EFBIG ("too large for the file system").
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
         {
