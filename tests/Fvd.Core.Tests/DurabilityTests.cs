@@ -99,10 +99,18 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         var durable = new bool[blocks];
         int violations = 0, checks = 0, dataFlushes = 0;
         string? first = null;
+        var previous = baseline;
         void Check(string when)
         {
             checks++;
             var disk = DiskBits(Img, blocks);
+            for (long b = 0; b < blocks; b++)
+                if (previous[b] && !disk[b])
+                {
+                    violations++;
+                    first ??= $"{when}: bit {b} went 1 -> 0 in the metadata file";
+                }
+            previous = disk;
             for (long b = 0; b < blocks; b++)
                 if (disk[b] && !baseline[b] && !durable[b])
                 {
