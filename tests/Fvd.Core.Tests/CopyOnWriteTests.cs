@@ -307,4 +307,40 @@ public sealed class CopyOnWriteTests : IDisposable
         Pattern(3000, 1).CopyTo(exp, 1000);
         Assert.Equal(exp, Read(img, 0, (int)img.Length));
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void LocalRangesOfTheDataFileAreTheVirtualDiskBytes(int seed)
+    {
+        // DESIGN.md invariant 1: byte d of the data file is virtual byte d wherever the block is local, so a
+        // fully local image is a raw file.
+        var rng = new Random(seed);
+        int bs = 512 << rng.Next(4);
+        using var img = Create(vsize: 128 * 1024, bs: bs);
+        for (int i = 0; i < 80; i++)
+        {
+            long off = rng.Next((int)img.Length);
+            int len = (int)Math.Min(img.Length - off, rng.Next(1, 3 * bs));
+            switch (rng.Next(4))
+            {
+                case 0: img.Discard(off, len); break;
+                case 1: img.WriteZeroes(off, len); break;
+                default: var d = new byte[len]; rng.NextBytes(d); img.Write(off, d); break;
+            }
+        }
+        var virt = Read(img, 0, (int)img.Length);
+        var data = Read(img.DataDevice, 0, (int)img.Length);
+        foreach (var m in img.Map().Where(m => m.Kind is MapKind.Data or MapKind.Zero))
+            Assert.True(virt.AsSpan((int)m.Offset, (int)m.Length).SequenceEqual(data.AsSpan((int)m.Offset, (int)m.Length)),
+                $"seed {seed}: local range [{m.Offset},+{m.Length}) differs between the disk and the data file");
+        // Make everything local: the data file is then byte-identical to the disk.
+        for (long b = 0; b < img.Bitmap.Blocks; b++)
+            if (!img.Bitmap.Get(b)) img.Write(b * bs, Read(img, b * bs, (int)Math.Min(bs, img.Length - b * bs)));
+        Assert.True(img.Bitmap.AllSet);
+        Assert.Equal(virt, Read(img.DataDevice, 0, (int)img.Length));
+        img.Flush();
+        Assert.Equal(virt, File.ReadAllBytes(_dir.File("t.data")));
+    }
 }

@@ -99,10 +99,18 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         var durable = new bool[blocks];
         int violations = 0, checks = 0, dataFlushes = 0;
         string? first = null;
+        var previous = baseline;
         void Check(string when)
         {
             checks++;
             var disk = DiskBits(Img, blocks);
+            for (long b = 0; b < blocks; b++)
+                if (previous[b] && !disk[b])
+                {
+                    violations++;
+                    first ??= $"{when}: bit {b} went 1 -> 0 in the metadata file";
+                }
+            previous = disk;
             for (long b = 0; b < blocks; b++)
                 if (disk[b] && !baseline[b] && !durable[b])
                 {
@@ -330,5 +338,53 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         Assert.True(e.Kind == FvdErrorKind.Busy, $"{e.Kind}: {e.Message} (inner HResult {e.InnerException?.HResult})");
         Assert.Equal(FvdErrorKind.Busy, Assert.Throws<FvdException>(() => FvdImage.Open(Img, new FvdOpenOptions { ReadOnly = true })).Kind);
         using var tool = FvdImage.Open(Img, new FvdOpenOptions { ReadOnly = true, NoLock = true });
+    }
+
+    [Fact]
+    public void MultiPageBitmapFlushesOnlyDirtyPagesAndPersists()
+    {
+        // 3 bitmap pages: 512-byte blocks over a 40 MiB sparse backing (ZeroAware off so every bit starts 0).
+        long backingLen = 40L << 20;
+        using (var f = FileDevice.Create(_dir.File("big.raw"), backingLen)) f.Write(backingLen - 1, new byte[] { 1 });
+        string img = _dir.File("big.fvd");
+        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = backingLen, BackingFile = "big.raw", BlockSize = 512, ZeroAware = false });
+        long pageBlocks = 4096 * 8;
+        var image = FvdImage.Open(img);
+        Assert.Equal(3, image.Bitmap.PageCount);
+        image.Write(5 * 512 + 1, new byte[] { 1 });                    // page 0
+        image.Write((2 * pageBlocks + 7) * 512, new byte[512]);       // page 2, whole block
+        image.Write(backingLen - 10, new byte[] { 1, 2, 3 });         // last block, last page
+        var pageBefore1 = ReadShared(img).AsSpan(4096 + 4096, 4096).ToArray();
+        image.Flush();
+        var meta = ReadShared(img);
+        Assert.Equal(pageBefore1, meta.AsSpan(4096 + 4096, 4096).ToArray()); // page 1 untouched
+        Assert.Equal(0x20, meta[4096 + 0]);                                   // block 5
+        Assert.Equal(0x80, meta[4096 + (int)((2 * pageBlocks + 7) / 8)]);     // block 2*32768+7
+        long last = backingLen / 512 - 1;
+        Assert.NotEqual(0, meta[4096 + (int)(last / 8)] & (1 << (int)(last % 8)));
+        image.Dispose();
+        using var again = FvdImage.Open(img, new FvdOpenOptions { ReadOnly = true });
+        Assert.Equal(3, again.Bitmap.CountSet());
+        Assert.True(again.Bitmap.Get(5) && again.Bitmap.Get(2 * pageBlocks + 7) && again.Bitmap.Get(last));
+        var tail = new byte[10];
+        again.Read(backingLen - 10, tail);
+        Assert.Equal(new byte[] { 1, 2, 3, 0, 0, 0, 0, 0, 0, 1 }, tail);
+    }
+
+    [Fact]
+    public void OverwriteCreateOfAnOpenImageIsRefusedAndHarmless()
+    {
+        Create();
+        using var img = FvdImage.Open(Img);
+        var d = new byte[4096];
+        new Random(8).NextBytes(d);
+        img.Write(0, d);
+        img.Flush();
+        var metaBefore = ReadShared(Img);
+        var e = Assert.Throws<FvdException>(() => FvdImage.Create(Img, new FvdCreateOptions { VirtualSize = 4096, Overwrite = true }));
+        Assert.True(e.Kind == FvdErrorKind.Busy, $"{e.Kind}: {e.Message}");
+        Assert.Equal(metaBefore, ReadShared(Img));
+        Assert.Equal(d, Read(img, 0, 4096));
+        Assert.Equal(d, ReadShared(DataPath)[..4096]);
     }
 }

@@ -10,6 +10,7 @@ public sealed class FileDevice : IBlockDevice
     private readonly SafeFileHandle _handle;
     private readonly int _fd;
     private long _length;
+    private bool _locked;
 
     public string Path { get; }
     public bool IsReadOnly { get; }
@@ -73,6 +74,12 @@ public sealed class FileDevice : IBlockDevice
             try { RandomAccess.SetLength(h, length); }
             catch { h.Dispose(); throw; }
             return new FileDevice(path, h, false);
+        }
+        // .NET's open takes a flock(LOCK_SH) and reports EWOULDBLOCK as a sharing violation: the file is an
+        // image some process has open (and locked). .NET truncates only after that lock succeeds.
+        catch (IOException e) when (e.HResult == Libc.EWOULDBLOCK)
+        {
+            throw new FvdException(FvdErrorKind.Busy, "cannot create: the file is in use by another process (locked)", path, e);
         }
         // SetLength throws ArgumentOutOfRangeException for EFBIG ("too large for the file system").
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
@@ -176,7 +183,7 @@ public sealed class FileDevice : IBlockDevice
     /// <summary>Takes an advisory lock so two writers cannot open one image; shared for readers.</summary>
     public void Lock(bool exclusive)
     {
-        if (Libc.flock(_fd, (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) == 0) return;
+        if (Libc.flock(_fd, (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) == 0) { _locked = true; return; }
         int err = Marshal.GetLastPInvokeError();
         if (err == Libc.EWOULDBLOCK)
             throw new FvdException(FvdErrorKind.Busy, "image is in use by another process (locked)", Path);
@@ -190,5 +197,17 @@ public sealed class FileDevice : IBlockDevice
         return new FvdException(kind, $"{what}: {Libc.StrError(err)}", Path);
     }
 
-    public void Dispose() => _handle.Dispose();
+    /// <summary>
+    /// Unlocks before closing: a child forked by any thread of this process shares the open file description
+    /// (and its flock) until it execs, so closing alone can leave the image locked for a moment.
+    /// </summary>
+    public void Dispose()
+    {
+        if (_locked && !_handle.IsClosed)
+        {
+            Libc.flock(_fd, Libc.LOCK_UN);
+            _locked = false;
+        }
+        _handle.Dispose();
+    }
 }

@@ -15,6 +15,7 @@ internal static partial class Libc
     public const int LOCK_EX = 2;
     public const int LOCK_SH = 1;
     public const int LOCK_NB = 4;
+    public const int LOCK_UN = 8;
 
     public const int O_RDONLY = 0;
     public const int O_RDWR = 2;
