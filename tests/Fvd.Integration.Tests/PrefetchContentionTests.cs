@@ -68,10 +68,13 @@ public sealed class PrefetchContentionTests : IDisposable
             Thread.Sleep(2000);
             Assert.DoesNotContain(events, e => e.State == "paused"); // alone on the link it has 5 MB/s > 2 MB/s
 
-            double loadStart = clock.Elapsed.TotalSeconds;
             for (int i = 0; i < 4; i++)
                 load.Add(Process.Start(new ProcessStartInfo("ip", $"netns exec {_ns} sh -c \"while true; do curl -s -o /dev/null {web.Url("load.raw")}; done\"") { UseShellExecute = false })!);
-            WaitFor(() => events.Any(e => e.State == "paused" && e.T >= loadStart), 3, "prefetch did not pause within 3 s of the load starting");
+            // The load starts when its connections exist (process start-up is slow on a busy machine).
+            WaitFor(() => ServerConnections() >= 5, 20, "the load's connections never appeared");
+            double loadStart = clock.Elapsed.TotalSeconds;
+            WaitFor(() => events.Any(e => e.State == "paused" && e.T >= loadStart), 3,
+                $"prefetch did not pause within 3 s of the load starting at {loadStart:F1}; events: {string.Join(", ", events.Select(e => $"{e.T:F1}:{e.State}"))}");
             double pausedAt = events.First(e => e.State == "paused" && e.T >= loadStart).T;
             Thread.Sleep(3000);
             foreach (var p in load) p.Kill(entireProcessTree: true);
@@ -91,6 +94,16 @@ public sealed class PrefetchContentionTests : IDisposable
             prefetch.WaitForExit();
             web.Stop();
         }
+    }
+
+    /// <summary>Established TCP connections to nginx inside the namespace.</summary>
+    private int ServerConnections()
+    {
+        var psi = new ProcessStartInfo("ip", $"netns exec {_ns} ss -Htn state established ( sport = :8080 )") { RedirectStandardOutput = true, UseShellExecute = false };
+        using var p = Process.Start(psi)!;
+        string o = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return o.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length;
     }
 
     private static void WaitFor(Func<bool> cond, double seconds, string message)

@@ -1,7 +1,6 @@
 // Test-only injection point, kept in its own file: wraps the data device of an image that was just opened
 // (e.g. in a RecordingDevice) so tests can observe the order of data writes, data flushes and bitmap
 // updates. Call it right after Open, before any I/O.
-using System.Runtime.CompilerServices;
 using Fvd.Core.Io;
 
 namespace Fvd.Core.Image;
@@ -11,6 +10,6 @@ public sealed partial class FvdImage
     internal void WrapDataDeviceForTests(Func<IBlockDevice, IBlockDevice> wrap)
     {
         ThrowIfDisposed();
-        Unsafe.AsRef(in _data) = wrap(_data);
+        _data = wrap(_data);
     }
 }

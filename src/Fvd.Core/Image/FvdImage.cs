@@ -16,7 +16,7 @@ public sealed partial class FvdImage : IBlockDevice
     public const int DefaultMinBlockSize = 4096;
 
     private readonly IBlockDevice _meta;
-    private readonly IBlockDevice _data;
+    private IBlockDevice _data; // replaced only by WrapDataDeviceForTests
     private readonly IBlockDevice? _backing;
     private readonly Bitmap _bitmap;
     private readonly int _blockShift;
