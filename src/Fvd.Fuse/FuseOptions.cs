@@ -33,8 +33,9 @@ public sealed class FuseOptions
     /// (FUSE passthrough, kernel 6.9+). When the kernel refuses, the server logs once and serves normally.
     /// </summary>
     public bool Passthrough { get; set; } = true;
-    /// <summary>Show the read-only status directory ".fvd" with NAME.json per image in the mount root.</summary>
-    public bool StatusDirectory { get; set; } = true;
+    /// <summary>Show the read-only status directory ".fvd" with NAME.json per image in the mount root
+    /// (fvdmount turns it on; off by default so a plain server shows only its images).</summary>
+    public bool StatusDirectory { get; set; }
 
     internal bool EffectiveDefaultPermissions => DefaultPermissions || AllowOther;
 }

@@ -33,6 +33,8 @@ public sealed class MountSettings
     public string? RecordProfile { get; set; }
     /// <summary>on|off: FUSE passthrough for FVD images whose data file is the whole disk.</summary>
     public string Passthrough { get; set; } = "on";
+    /// <summary>Show .fvd/NAME.json status files in the mount root.</summary>
+    public bool StatusDirectory { get; set; } = true;
 
     /// <summary>The per-image open options; validates the values (UsageException).</summary>
     public ImageOptions ToImageOptions()
@@ -110,6 +112,7 @@ public sealed class MountSettings
             DirectIo = DirectIo,
             LazyUnmount = LazyUnmount,
             Passthrough = Switch("passthrough", Passthrough),
+            StatusDirectory = StatusDirectory,
         };
     }
 }

@@ -40,7 +40,7 @@ public sealed class PassthroughTests : IDisposable
     private void Mount(bool passthrough = true)
     {
         _server = FuseServer.Mount(_mnt, _file, [new FuseImage("disk.raw", _dev) { Passthrough = _source }],
-            new FuseOptions { Passthrough = passthrough, AttrTimeout = TimeSpan.Zero });
+            new FuseOptions { Passthrough = passthrough, AttrTimeout = TimeSpan.Zero, StatusDirectory = true });
     }
 
     private string StatusJson() => File.ReadAllText(Path.Combine(_mnt, ".fvd", "disk.json"));
