@@ -413,6 +413,7 @@ public sealed class FuseDispatcher
             int r = backingOpen(path, _options.ReadOnly || node.Device.IsReadOnly);
             if (r > 0)
             {
+                node.PassthroughFile = path;
                 Volatile.Write(ref node.BackingId, r);
                 if (_options.Debug) Console.Error.WriteLine($"fvdmount: {node.Name}: new opens pass through to {path} (backing id {r})");
                 return r;
@@ -770,7 +771,14 @@ public sealed class FuseDispatcher
         }
         W64(a, 8, (ulong)n.Device.Length);
         W64(a, 16, (ulong)((n.AllocatedBytes() + 511) / 512));
-        PutTimes(a, n.AtimeNs, n.MtimeNs, n.CtimeNs);
+        long mtime = n.MtimeNs;
+        if (Volatile.Read(ref n.BackingId) > 0 && n.PassthroughFile is { } pf)
+        {
+            // Passthrough writes never reach us: the data file's mtime tells when the image last changed.
+            try { mtime = Math.Max(mtime, (File.GetLastWriteTimeUtc(pf).Ticks - DateTime.UnixEpoch.Ticks) * 100); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        PutTimes(a, n.AtimeNs, mtime, n.CtimeNs);
         W32(a, 60, S_IFREG | n.Mode);
         W32(a, 64, 1);
         W32(a, 68, n.Uid);

@@ -60,6 +60,8 @@ internal sealed class ImageNode
     public object PassthroughLock { get; } = new();
     /// <summary>The kernel's backing id for PassthroughSource's file; > 0 once every new open passes through.</summary>
     public int BackingId;
+    /// <summary>The file passthrough opens use (set with BackingId): its mtime is the image's from then on.</summary>
+    public string? PassthroughFile;
     /// <summary>Registering the file failed; this node is served normally for the rest of the mount.</summary>
     public bool PassthroughFailed;
     /// <summary>Opens answered with the page cache (not direct I/O, not passthrough) and not yet released.</summary>
