@@ -363,7 +363,17 @@ public sealed class FuseDispatcher
         var o = reply.Slice(OutHeaderSize, OpenOutSize);
         o.Clear();
         ulong fh = nodeId;
-        int backingId = PassthroughFor(node);
+        bool direct = _options.DirectIo || (flags & O_DIRECT) != 0;
+        int backingId = 0;
+        if (node.PassthroughSource is not null)
+        {
+            // Decide and count under the lock: a page-cache open must never race with the switch.
+            lock (node.PassthroughLock)
+            {
+                backingId = PassthroughFor(node);
+                if (backingId <= 0 && !direct) { Interlocked.Increment(ref node.CachedOpens); fh |= CachedOpenBit; }
+            }
+        }
         uint openFlags;
         if (backingId > 0)
         {
@@ -373,7 +383,7 @@ public sealed class FuseDispatcher
             openFlags = FOPEN_PASSTHROUGH;
             W32(o, 12, (uint)backingId);
         }
-        else if (_options.DirectIo || (flags & O_DIRECT) != 0)
+        else if (direct)
         {
             // Direct I/O for O_DIRECT openers (or all, if configured): requests arrive exactly as issued and
             // writes may run in parallel.
@@ -381,10 +391,9 @@ public sealed class FuseDispatcher
         }
         else
         {
-            // The page cache stays valid because only this mount writes. Counted: passthrough must wait until
-            // every such open is released (the kernel refuses to mix them).
+            // The page cache stays valid because only this mount writes. Counted above for images that may
+            // pass through: the switch waits until every such open is released (the kernel refuses to mix them).
             openFlags = FOPEN_KEEP_CACHE;
-            if (node.PassthroughSource is not null) { Interlocked.Increment(ref node.CachedOpens); fh |= CachedOpenBit; }
         }
         W64(o, 0, fh);
         W32(o, 8, openFlags);

@@ -109,6 +109,8 @@ public static class ImageOpener
                 throw;
             }
         }
+        if (options.RecordProfile)
+            throw new FvdException(FvdErrorKind.InvalidArgument, "record_profile needs an FVD image with a backing file", path);
         var dev = FileDevice.Open(path, readOnly);
         try
         {
