@@ -1,8 +1,12 @@
 // Request bytes in, reply bytes out: parses one FUSE request, calls the image devices, builds the reply in the
 // caller's buffer. No kernel, no file descriptors, no threads here, so tests can drive it with byte arrays.
 // Thread-safe: several transport threads call Handle concurrently. The hot path (READ/WRITE) allocates nothing.
+using System.Buffers;
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
 using Fvd.Core.Io;
 using static Fvd.Fuse.FuseProtocol;
 
@@ -12,8 +16,22 @@ public sealed class FuseDispatcher
 {
     private static readonly byte[] Dot = "."u8.ToArray();
     private static readonly byte[] DotDot = ".."u8.ToArray();
+    private static readonly byte[] StatusDirName = ".fvd"u8.ToArray();
+    /// <summary>Status-file handles have this bit set; image handles are the node id (plus CachedOpenBit).</summary>
+    private const ulong StatusHandleBit = 1UL << 62;
+    /// <summary>Marks an image handle answered with the page cache (counted in ImageNode.CachedOpens).</summary>
+    private const ulong CachedOpenBit = 1UL << 61;
+    /// <summary>An open of a status file reuses the snapshot the last LOOKUP/GETATTR reported the size of.</summary>
+    private static readonly long SnapshotReuseTicks = Stopwatch.Frequency;
 
     private readonly ImageNode[] _nodes; // nodeid = index + 2 (1 is the root directory)
+    // The status directory ".fvd" (nodeid _nodes.Length + 2) and its files NAME.json (the ids after it).
+    private readonly ulong _statusDirId;
+    private readonly StatusNode[] _status;
+    private readonly ConcurrentDictionary<ulong, byte[]> _snapshots = new();
+    private long _nextStatusHandle;
+    private volatile bool _passthroughNegotiated;
+    private int _passthroughRefused; // the kernel said no once: every node is served normally from then on
     private readonly FuseOptions _options;
     private readonly uint _dirMode;
     private readonly uint _dirUid, _dirGid;
@@ -39,8 +57,34 @@ public sealed class FuseDispatcher
         {
             if (!names.Add(images[i].Name))
                 throw new ArgumentException($"two images would both be shown as '{images[i].Name}'", nameof(images));
-            _nodes[i] = new ImageNode((ulong)i + 2, images[i].Name, images[i].Device, fileMode, _dirUid, _dirGid, _startNs);
+            _nodes[i] = new ImageNode((ulong)i + 2, images[i], fileMode, _dirUid, _dirGid, _startNs);
         }
+        _statusDirId = options.StatusDirectory ? (ulong)_nodes.Length + 2 : 0;
+        _status = new StatusNode[options.StatusDirectory ? _nodes.Length : 0];
+        for (int i = 0; i < _status.Length; i++)
+        {
+            string baseName = images[i].Name.EndsWith(".raw", StringComparison.Ordinal) ? images[i].Name[..^4] : images[i].Name;
+            _status[i] = new StatusNode(_statusDirId + 1 + (ulong)i, Encoding.UTF8.GetBytes(baseName + ".json"), _nodes[i]);
+        }
+    }
+
+    /// <summary>
+    /// Registers a file with the kernel for passthrough (FUSE_DEV_IOC_BACKING_OPEN) and returns its backing id,
+    /// or -errno. Set by the transport; without it nothing is passed through.
+    /// </summary>
+    public Func<string, bool, int>? BackingOpen { get; set; }
+
+    /// <summary>True when the kernel agreed to FUSE passthrough in INIT and has not refused it since.</summary>
+    public bool PassthroughAvailable => _passthroughNegotiated && Volatile.Read(ref _passthroughRefused) == 0;
+
+    private sealed class StatusNode(ulong nodeId, byte[] nameUtf8, ImageNode image)
+    {
+        public ulong NodeId { get; } = nodeId;
+        public byte[] NameUtf8 { get; } = nameUtf8;
+        public ImageNode Image { get; } = image;
+        public readonly object Lock = new();
+        public byte[]? Latest;
+        public long LatestAt;
     }
 
     /// <summary>Set once INIT has been answered successfully.</summary>
@@ -94,7 +138,8 @@ public sealed class FuseDispatcher
                 OPEN => Open(nodeId, body, reply, unique),
                 READ => Read(nodeId, body, reply, unique),
                 WRITE => Write(nodeId, body, reply, unique),
-                FLUSH or RELEASE => NodeOk(nodeId, reply, unique, wantDir: false),
+                FLUSH => NodeOk(nodeId, reply, unique, wantDir: false),
+                RELEASE => Release(nodeId, body, reply, unique),
                 FSYNC => Fsync(nodeId, body, reply, unique),
                 OPENDIR => OpenDir(nodeId, reply, unique),
                 READDIR => ReadDir(nodeId, body, reply, unique, plus: false),
@@ -104,7 +149,7 @@ public sealed class FuseDispatcher
                 ACCESS => Access(nodeId, body, req, reply, unique),
                 FALLOCATE => Fallocate(nodeId, body, reply, unique),
                 LSEEK => Lseek(nodeId, body, reply, unique),
-                GETXATTR => nodeId == RootId || Find(nodeId, out _) ? Error(reply, unique, Errno.ENODATA) : Error(reply, unique, Errno.ENOENT),
+                GETXATTR => Exists(nodeId) ? Error(reply, unique, Errno.ENODATA) : Error(reply, unique, Errno.ENOENT),
                 LISTXATTR => ListXattr(nodeId, body, reply, unique),
                 SETXATTR => Error(reply, unique, Errno.EOPNOTSUPP),
                 REMOVEXATTR => Error(reply, unique, Errno.ENODATA),
@@ -149,7 +194,11 @@ public sealed class FuseDispatcher
 
             ulong want = ASYNC_READ | BIG_WRITES | ASYNC_DIO | MAX_PAGES | PARALLEL_DIROPS | DO_READDIRPLUS
                          | HANDLE_KILLPRIV_V2 | INIT_EXT | DIRECT_IO_ALLOW_MMAP;
+            if (_options.Passthrough && _nodes.Any(n => n.PassthroughSource is not null)) want |= PASSTHROUGH;
             ulong flags = want & kernelFlags;
+            _passthroughNegotiated = (flags & PASSTHROUGH) != 0;
+            if ((want & PASSTHROUGH) != 0 && !_passthroughNegotiated)
+                Console.Error.WriteLine("fvdmount: the kernel does not offer FUSE passthrough (needs Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH); serving every open normally");
             W32(o, 0, KernelMajor);
             W32(o, 4, Math.Min(minor, OurMinor));
             W32(o, 8, Math.Min(maxReadahead, 128 * 1024));
@@ -160,6 +209,7 @@ public sealed class FuseDispatcher
             W32(o, 24, 1);    // time_gran: we keep nanoseconds
             W16(o, 28, MaxWrite / 4096); // max_pages
             W32(o, 32, (uint)(flags >> 32)); // flags2
+            if (_passthroughNegotiated) W32(o, 36, MaxStackDepth);
             Volatile.Write(ref _flags, flags);
             _initialized = true;
             return Ok(reply, unique, InitOutSize);
@@ -180,23 +230,29 @@ public sealed class FuseDispatcher
 
     private int Lookup(ulong parent, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
-        if (parent != RootId) return Error(reply, unique, Find(parent, out _) ? Errno.ENOTDIR : Errno.ENOENT);
         int nul = body.IndexOf((byte)0);
         var name = nul < 0 ? body : body[..nul];
-        foreach (var n in _nodes)
+        ulong found = 0;
+        if (parent == RootId)
         {
-            if (name.SequenceEqual(n.NameUtf8))
-            {
-                FillEntry(reply.Slice(OutHeaderSize, EntryOutSize), n.NodeId);
-                return Ok(reply, unique, EntryOutSize);
-            }
+            foreach (var n in _nodes)
+                if (name.SequenceEqual(n.NameUtf8)) { found = n.NodeId; break; }
+            if (found == 0 && _statusDirId != 0 && name.SequenceEqual(StatusDirName)) found = _statusDirId;
         }
-        return Error(reply, unique, Errno.ENOENT);
+        else if (parent == _statusDirId && _statusDirId != 0)
+        {
+            foreach (var n in _status)
+                if (name.SequenceEqual(n.NameUtf8)) { found = n.NodeId; break; }
+        }
+        else return Error(reply, unique, Exists(parent) ? Errno.ENOTDIR : Errno.ENOENT);
+        if (found == 0) return Error(reply, unique, Errno.ENOENT);
+        FillEntry(reply.Slice(OutHeaderSize, EntryOutSize), found);
+        return Ok(reply, unique, EntryOutSize);
     }
 
     private int GetAttr(ulong nodeId, Span<byte> reply, ulong unique)
     {
-        if (nodeId != RootId && !Find(nodeId, out _)) return Error(reply, unique, Errno.ENOENT);
+        if (!Exists(nodeId)) return Error(reply, unique, Errno.ENOENT);
         FillAttrOut(reply.Slice(OutHeaderSize, AttrOutSize), nodeId);
         return Ok(reply, unique, AttrOutSize);
     }
@@ -213,7 +269,8 @@ public sealed class FuseDispatcher
             FillAttrOut(reply.Slice(OutHeaderSize, AttrOutSize), nodeId);
             return Ok(reply, unique, AttrOutSize);
         }
-        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.ENOENT);
+        if (!Find(nodeId, out var node))
+            return Error(reply, unique, !Exists(nodeId) ? Errno.ENOENT : _options.ReadOnly ? Errno.EROFS : Errno.EPERM); // the status files are fixed
         if ((valid & FATTR_SIZE) != 0 && (long)U64(body, 16) != node.Device.Length)
         {
             // A virtual disk has a fixed size: truncation (dd without conv=notrunc, O_TRUNC) would destroy it
@@ -247,6 +304,11 @@ public sealed class FuseDispatcher
         uint mode, owner, group;
         if (nodeId == RootId) { mode = _dirMode; owner = _dirUid; group = _dirGid; }
         else if (Find(nodeId, out var node)) { mode = node.Mode; owner = node.Uid; group = node.Gid; }
+        else if (Exists(nodeId))
+        {
+            if ((mask & 2) != 0) return Error(reply, unique, Errno.EACCES); // the status directory is read-only
+            mode = nodeId == _statusDirId ? 0x16Du : 0x124u; owner = _dirUid; group = _dirGid; // 0555 / 0444
+        }
         else return Error(reply, unique, Errno.ENOENT);
         if ((mask & 2) != 0 && _options.ReadOnly) return Error(reply, unique, Errno.EROFS);
         uint granted = uid == 0 ? 6u | ((mode & 0x49) != 0 ? 1u : 0u)
@@ -269,7 +331,7 @@ public sealed class FuseDispatcher
         W64(o, 0, (ulong)blocks);
         W64(o, 8, (ulong)free); // "free" = not yet allocated in the images
         W64(o, 16, (ulong)free);
-        W64(o, 24, (ulong)_nodes.Length + 1);
+        W64(o, 24, (ulong)(_nodes.Length + _status.Length + (_statusDirId != 0 ? 2 : 1)));
         W64(o, 32, 0);
         W32(o, 40, (uint)bsize);
         W32(o, 44, 255);
@@ -280,7 +342,7 @@ public sealed class FuseDispatcher
     private int ListXattr(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
         if (body.Length < GetxattrInSize) return Error(reply, unique, Errno.EINVAL);
-        if (nodeId != RootId && !Find(nodeId, out _)) return Error(reply, unique, Errno.ENOENT);
+        if (!Exists(nodeId)) return Error(reply, unique, Errno.ENOENT);
         if (U32(body, 0) != 0) return Ok(reply, unique, 0); // an empty list
         var o = reply.Slice(OutHeaderSize, GetxattrOutSize);
         o.Clear(); // size needed: 0
@@ -292,28 +354,200 @@ public sealed class FuseDispatcher
     private int Open(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
         if (body.Length < OpenInSize) return Error(reply, unique, Errno.EINVAL);
-        if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
-        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.ENOENT);
+        if (nodeId == RootId || (nodeId == _statusDirId && _statusDirId != 0)) return Error(reply, unique, Errno.EISDIR);
         uint flags = U32(body, 0);
+        if (!Find(nodeId, out var node))
+            return FindStatus(nodeId, out var st) ? OpenStatus(st, flags, reply, unique) : Error(reply, unique, Errno.ENOENT);
         if ((flags & O_ACCMODE) != O_RDONLY && (_options.ReadOnly || node.Device.IsReadOnly))
             return Error(reply, unique, Errno.EROFS);
         var o = reply.Slice(OutHeaderSize, OpenOutSize);
         o.Clear();
-        W64(o, 0, nodeId);
-        // Direct I/O for O_DIRECT openers (or all, if configured): requests arrive exactly as issued and writes
-        // may run in parallel. Others share the page cache, which stays valid because only this mount writes.
-        uint openFlags = _options.DirectIo || (flags & O_DIRECT) != 0
-            ? FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES
-            : FOPEN_KEEP_CACHE;
+        ulong fh = nodeId;
+        bool direct = _options.DirectIo || (flags & O_DIRECT) != 0;
+        int backingId = 0;
+        if (node.PassthroughSource is not null)
+        {
+            // Decide and count under the lock: a page-cache open must never race with the switch.
+            lock (node.PassthroughLock)
+            {
+                backingId = PassthroughFor(node);
+                if (backingId <= 0 && !direct) { Interlocked.Increment(ref node.CachedOpens); fh |= CachedOpenBit; }
+            }
+        }
+        uint openFlags;
+        if (backingId > 0)
+        {
+            // The kernel reads and writes the data file itself. Only DIRECT_IO/PARALLEL_DIRECT_WRITES/NOFLUSH
+            // may accompany PASSTHROUGH, KEEP_CACHE makes open(2) fail with EIO and DIRECT_IO would send reads
+            // and writes to us again; an O_DIRECT opener gets O_DIRECT on the data file.
+            openFlags = FOPEN_PASSTHROUGH;
+            W32(o, 12, (uint)backingId);
+        }
+        else if (direct)
+        {
+            // Direct I/O for O_DIRECT openers (or all, if configured): requests arrive exactly as issued and
+            // writes may run in parallel.
+            openFlags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+        }
+        else
+        {
+            // The page cache stays valid because only this mount writes. Counted above for images that may
+            // pass through: the switch waits until every such open is released (the kernel refuses to mix them).
+            openFlags = FOPEN_KEEP_CACHE;
+        }
+        W64(o, 0, fh);
         W32(o, 8, openFlags);
         return Ok(reply, unique, OpenOutSize);
+    }
+
+    /// <summary>
+    /// The backing id to pass this open through with, or 0 to serve it ourselves. The first eligible open
+    /// registers the data file with the kernel; a refusal (EPERM, EINVAL, ENOTTY...) is logged once and turns
+    /// passthrough off for the mount.
+    /// </summary>
+    private int PassthroughFor(ImageNode node)
+    {
+        int id = Volatile.Read(ref node.BackingId);
+        if (id > 0) return id;
+        if (node.PassthroughSource is not { } src || !PassthroughAvailable || node.PassthroughFailed
+            || BackingOpen is not { } backingOpen || Volatile.Read(ref node.CachedOpens) != 0) return 0;
+        lock (node.PassthroughLock)
+        {
+            if (node.BackingId > 0) return node.BackingId;
+            if (node.PassthroughFailed || Volatile.Read(ref node.CachedOpens) != 0 || Volatile.Read(ref _passthroughRefused) != 0) return 0;
+            string? path;
+            try { path = src.PassthroughPath; }
+            catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException) { path = null; }
+            if (path is null) return 0;
+            int r = backingOpen(path, _options.ReadOnly || node.Device.IsReadOnly);
+            if (r > 0)
+            {
+                node.PassthroughFile = path;
+                Volatile.Write(ref node.BackingId, r);
+                if (_options.Debug) Console.Error.WriteLine($"fvdmount: {node.Name}: new opens pass through to {path} (backing id {r})");
+                return r;
+            }
+            int err = -r;
+            if (err is Errno.EPERM or Errno.EINVAL or Errno.ENOTTY or Errno.EOPNOTSUPP or Errno.ENOSYS)
+            {
+                if (Interlocked.Exchange(ref _passthroughRefused, 1) == 0)
+                    Console.Error.WriteLine($"fvdmount: the kernel refused FUSE passthrough ({Native.StrError(err)}); serving every open normally");
+            }
+            else
+            {
+                Console.Error.WriteLine($"fvdmount: {node.Name}: cannot pass through to {path}: {Native.StrError(err)}; serving it normally");
+            }
+            node.PassthroughFailed = true;
+            return 0;
+        }
+    }
+
+    /// <summary>Whether a new open of this image would be passed through now (for its status file).</summary>
+    private bool WouldPassThrough(ImageNode node)
+    {
+        if (Volatile.Read(ref node.BackingId) > 0) return true;
+        if (node.PassthroughSource is not { } src || !PassthroughAvailable || node.PassthroughFailed || BackingOpen is null) return false;
+        try { return src.PassthroughPath is not null && Volatile.Read(ref node.CachedOpens) == 0; }
+        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException) { return false; }
+    }
+
+    private int Release(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
+    {
+        ulong fh = body.Length >= 8 ? U64(body, 0) : 0;
+        if ((fh & StatusHandleBit) != 0)
+        {
+            _snapshots.TryRemove(fh, out _);
+            return Ok(reply, unique, 0);
+        }
+        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.EBADF);
+        if ((fh & CachedOpenBit) != 0) Interlocked.Decrement(ref node.CachedOpens);
+        return Ok(reply, unique, 0);
+    }
+
+    // ---- the status directory ------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Opens a status file: the content is fixed for this handle (a snapshot) and served with direct I/O, so
+    /// every read returns it regardless of cached sizes. The snapshot is the one whose size the last
+    /// LOOKUP/GETATTR reported, if that was under a second ago, so `stat` and `cat` agree.
+    /// </summary>
+    private int OpenStatus(StatusNode st, uint flags, Span<byte> reply, ulong unique)
+    {
+        if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0)
+            return Error(reply, unique, _options.ReadOnly ? Errno.EROFS : Errno.EACCES);
+        byte[] snap;
+        lock (st.Lock)
+        {
+            snap = st.Latest is { } l && Stopwatch.GetTimestamp() - st.LatestAt < SnapshotReuseTicks ? l : Snapshot(st);
+            st.Latest = null; // the next open takes a new one
+        }
+        ulong fh = StatusHandleBit | (ulong)Interlocked.Increment(ref _nextStatusHandle);
+        _snapshots[fh] = snap;
+        var o = reply.Slice(OutHeaderSize, OpenOutSize);
+        o.Clear();
+        W64(o, 0, fh);
+        W32(o, 8, FOPEN_DIRECT_IO);
+        return Ok(reply, unique, OpenOutSize);
+    }
+
+    /// <summary>The size to report for a status file: that of a fresh snapshot, kept for the next open.</summary>
+    private long StatusSize(StatusNode st)
+    {
+        lock (st.Lock)
+        {
+            st.Latest = Snapshot(st);
+            st.LatestAt = Stopwatch.GetTimestamp();
+            return st.Latest.Length;
+        }
+    }
+
+    private byte[] Snapshot(StatusNode st)
+    {
+        var node = st.Image;
+        var buf = new ArrayBufferWriter<byte>(1024);
+        using (var w = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteString("name", node.Name);
+            w.WriteNumber("size", node.Device.Length);
+            w.WriteBoolean("read_only", _options.ReadOnly || node.Device.IsReadOnly);
+            w.WriteBoolean("passthrough", WouldPassThrough(node));
+            w.WriteBoolean("passthrough_active", Volatile.Read(ref node.BackingId) > 0);
+            if (node.StatusSource is { } src)
+            {
+                try { src.WriteStatus(w); }
+                catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or Fvd.Core.FvdException)
+                {
+                    w.WriteString("error", e.Message);
+                }
+            }
+            else
+            {
+                w.WriteString("format", "raw");
+            }
+            w.WriteEndObject();
+        }
+        buf.Write("\n"u8);
+        return buf.WrittenSpan.ToArray();
+    }
+
+    private int ReadStatus(ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
+    {
+        ulong fh = U64(body, 0);
+        long offset = (long)U64(body, 8);
+        uint size = U32(body, 16);
+        if (!_snapshots.TryGetValue(fh, out var snap)) return Error(reply, unique, Errno.EBADF);
+        if (offset < 0 || size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
+        int n = offset >= snap.Length ? 0 : (int)Math.Min(size, snap.Length - offset);
+        snap.AsSpan((int)offset, n).CopyTo(reply[OutHeaderSize..]);
+        return Ok(reply, unique, n);
     }
 
     private int Read(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
         if (body.Length < ReadInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
-        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.ENOENT);
+        if (!Find(nodeId, out var node)) return FindStatus(nodeId, out _) ? ReadStatus(body, reply, unique) : Error(reply, unique, Errno.ENOENT);
         long offset = (long)U64(body, 8);
         uint size = U32(body, 16);
         if (offset < 0 || size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
@@ -327,7 +561,7 @@ public sealed class FuseDispatcher
     {
         if (body.Length < WriteInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
-        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.ENOENT);
+        if (!Find(nodeId, out var node)) return Error(reply, unique, Exists(nodeId) ? Errno.EBADF : Errno.ENOENT);
         long offset = (long)U64(body, 8);
         uint size = U32(body, 16);
         if (offset < 0 || size > body.Length - WriteInSize) return Error(reply, unique, Errno.EINVAL);
@@ -351,7 +585,9 @@ public sealed class FuseDispatcher
     private int Fsync(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
         if (body.Length < FsyncInSize) return Error(reply, unique, Errno.EINVAL);
-        if (!Find(nodeId, out var node)) return Error(reply, unique, nodeId == RootId ? Errno.EISDIR : Errno.ENOENT);
+        if (!Find(nodeId, out var node))
+            return FindStatus(nodeId, out _) ? Ok(reply, unique, 0) : Error(reply, unique, Exists(nodeId) ? Errno.EISDIR : Errno.ENOENT);
+        // Also after passthrough writes: Flush makes the data file durable (fdatasync) before we answer.
         node.Device.Flush(); // durability: the reply goes out only after this returns
         return Ok(reply, unique, 0);
     }
@@ -360,7 +596,7 @@ public sealed class FuseDispatcher
     {
         if (body.Length < FallocateInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
-        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.ENOENT);
+        if (!Find(nodeId, out var node)) return Error(reply, unique, Exists(nodeId) ? Errno.EOPNOTSUPP : Errno.ENOENT);
         long offset = (long)U64(body, 8), length = (long)U64(body, 16);
         uint mode = U32(body, 24);
         if (offset < 0 || length <= 0 || length > long.MaxValue - offset) return Error(reply, unique, Errno.EINVAL);
@@ -393,7 +629,8 @@ public sealed class FuseDispatcher
     {
         if (body.Length < LseekInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
-        if (!Find(nodeId, out var node)) return Error(reply, unique, Errno.ENOENT);
+        // Never ENOSYS here: that would turn lseek off for the whole mount.
+        if (!Find(nodeId, out var node)) return Error(reply, unique, Exists(nodeId) ? Errno.EINVAL : Errno.ENOENT);
         long offset = (long)U64(body, 8);
         uint whence = U32(body, 16);
         if (whence != SEEK_DATA && whence != SEEK_HOLE) return Error(reply, unique, Errno.EINVAL);
@@ -420,29 +657,45 @@ public sealed class FuseDispatcher
 
     // ---- the directory -------------------------------------------------------------------------------------
 
+    private bool IsDir(ulong nodeId) => nodeId == RootId || (nodeId == _statusDirId && _statusDirId != 0);
+
     private int OpenDir(ulong nodeId, Span<byte> reply, ulong unique)
     {
-        if (nodeId != RootId) return Error(reply, unique, Find(nodeId, out _) ? Errno.ENOTDIR : Errno.ENOENT);
+        if (!IsDir(nodeId)) return Error(reply, unique, Exists(nodeId) ? Errno.ENOTDIR : Errno.ENOENT);
         var o = reply.Slice(OutHeaderSize, OpenOutSize);
         o.Clear();
         return Ok(reply, unique, OpenOutSize);
     }
 
+    /// <summary>Entry i of a directory: ".", "..", then the images and ".fvd" (root) or the status files.</summary>
+    private bool DirEntry(ulong dir, long i, out byte[] name, out ulong ino, out uint type)
+    {
+        name = Dot; ino = dir; type = DT_DIR;
+        if (i == 0) return true;
+        if (i == 1) { name = DotDot; ino = RootId; return true; }
+        long k = i - 2;
+        if (dir == RootId)
+        {
+            if (k < _nodes.Length) { name = _nodes[k].NameUtf8; ino = _nodes[k].NodeId; type = DT_REG; return true; }
+            if (k == _nodes.Length && _statusDirId != 0) { name = StatusDirName; ino = _statusDirId; return true; }
+            return false;
+        }
+        if (k < _status.Length) { name = _status[k].NameUtf8; ino = _status[k].NodeId; type = DT_REG; return true; }
+        return false;
+    }
+
     private int ReadDir(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique, bool plus)
     {
         if (body.Length < ReadInSize) return Error(reply, unique, Errno.EINVAL);
-        if (nodeId != RootId) return Error(reply, unique, Find(nodeId, out _) ? Errno.ENOTDIR : Errno.ENOENT);
+        if (!IsDir(nodeId)) return Error(reply, unique, Exists(nodeId) ? Errno.ENOTDIR : Errno.ENOENT);
         long start = (long)U64(body, 8);
         uint size = U32(body, 16);
         if (size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
         var o = reply.Slice(OutHeaderSize, (int)size);
         int used = 0;
-        long total = _nodes.Length + 2; // ".", "..", the images; each entry's "off" is the cookie of the next
-        for (long i = Math.Max(0, start); i < total; i++)
+        // Each entry's "off" is the cookie of the next.
+        for (long i = Math.Max(0, start); DirEntry(nodeId, i, out var name, out ulong ino, out uint type); i++)
         {
-            byte[] name = i == 0 ? Dot : i == 1 ? DotDot : _nodes[i - 2].NameUtf8;
-            ulong ino = i < 2 ? RootId : _nodes[i - 2].NodeId;
-            uint type = i < 2 ? DT_DIR : DT_REG;
             int entLen = (DirentHeaderSize + name.Length + 7) & ~7;
             int need = plus ? EntryOutSize + entLen : entLen;
             if (used + need > o.Length) break;
@@ -466,7 +719,7 @@ public sealed class FuseDispatcher
 
     private int NodeOk(ulong nodeId, Span<byte> reply, ulong unique, bool wantDir)
     {
-        bool ok = wantDir ? nodeId == RootId : Find(nodeId, out _);
+        bool ok = wantDir ? IsDir(nodeId) : Exists(nodeId) && !IsDir(nodeId);
         return ok ? Ok(reply, unique, 0) : Error(reply, unique, Errno.EBADF);
     }
 
@@ -476,8 +729,10 @@ public sealed class FuseDispatcher
     {
         W64(e, 0, nodeId);
         W64(e, 8, 1); // generation
-        SplitTimeout(_options.EntryTimeout, out ulong es, out uint ens);
-        SplitTimeout(_options.AttrTimeout, out ulong @as, out uint ans);
+        // Status files change size with every snapshot: the kernel must ask again each time.
+        bool live = FindStatus(nodeId, out _);
+        SplitTimeout(live ? TimeSpan.Zero : _options.EntryTimeout, out ulong es, out uint ens);
+        SplitTimeout(live ? TimeSpan.Zero : _options.AttrTimeout, out ulong @as, out uint ans);
         W64(e, 16, es);
         W64(e, 24, @as);
         W32(e, 32, ens);
@@ -487,7 +742,7 @@ public sealed class FuseDispatcher
 
     private void FillAttrOut(Span<byte> o, ulong nodeId)
     {
-        SplitTimeout(_options.AttrTimeout, out ulong s, out uint ns);
+        SplitTimeout(FindStatus(nodeId, out _) ? TimeSpan.Zero : _options.AttrTimeout, out ulong s, out uint ns);
         W64(o, 0, s);
         W32(o, 8, ns);
         W32(o, 12, 0);
@@ -508,10 +763,31 @@ public sealed class FuseDispatcher
             W32(a, 72, _dirGid);
             return;
         }
-        var n = _nodes[nodeId - 2];
+        if (!Find(nodeId, out var n))
+        {
+            // The status directory (0555) and its files (0444), owned like the root directory.
+            PutTimes(a, _startNs, _startNs, _startNs);
+            W32(a, 68, _dirUid);
+            W32(a, 72, _dirGid);
+            if (nodeId == _statusDirId) { W32(a, 60, S_IFDIR | 0x16D); W32(a, 64, 2); return; }
+            if (!FindStatus(nodeId, out var st)) return;
+            long now = NowNs();
+            PutTimes(a, now, now, now);
+            W64(a, 8, (ulong)StatusSize(st));
+            W32(a, 60, S_IFREG | 0x124);
+            W32(a, 64, 1);
+            return;
+        }
         W64(a, 8, (ulong)n.Device.Length);
         W64(a, 16, (ulong)((n.AllocatedBytes() + 511) / 512));
-        PutTimes(a, n.AtimeNs, n.MtimeNs, n.CtimeNs);
+        long mtime = n.MtimeNs;
+        if (Volatile.Read(ref n.BackingId) > 0 && n.PassthroughFile is { } pf)
+        {
+            // Passthrough writes never reach us: the data file's mtime tells when the image last changed.
+            try { mtime = Math.Max(mtime, (File.GetLastWriteTimeUtc(pf).Ticks - DateTime.UnixEpoch.Ticks) * 100); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+        }
+        PutTimes(a, n.AtimeNs, mtime, n.CtimeNs);
         W32(a, 60, S_IFREG | n.Mode);
         W32(a, 64, 1);
         W32(a, 68, n.Uid);
@@ -544,6 +820,18 @@ public sealed class FuseDispatcher
         node = null!;
         return false;
     }
+
+    private bool FindStatus(ulong nodeId, out StatusNode node)
+    {
+        ulong i = nodeId - _statusDirId - 1;
+        if (_statusDirId != 0 && nodeId > _statusDirId && i < (ulong)_status.Length) { node = _status[i]; return true; }
+        node = null!;
+        return false;
+    }
+
+    /// <summary>Any node of the mount: the root, an image, the status directory or a status file.</summary>
+    private bool Exists(ulong nodeId) =>
+        nodeId == RootId || Find(nodeId, out _) || (nodeId == _statusDirId && _statusDirId != 0) || FindStatus(nodeId, out _);
 
     private static long NowNs() => (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) * 100;
 

@@ -28,6 +28,14 @@ public sealed class FuseOptions
     public TimeSpan AttrTimeout { get; set; } = TimeSpan.FromSeconds(1);
     /// <summary>Kernel cache time for names; the directory never changes.</summary>
     public TimeSpan EntryTimeout { get; set; } = TimeSpan.FromHours(1);
+    /// <summary>
+    /// Pass opens of images whose IPassthroughSource offers a path through to that file in the kernel
+    /// (FUSE passthrough, kernel 6.9+). When the kernel refuses, the server logs once and serves normally.
+    /// </summary>
+    public bool Passthrough { get; set; } = true;
+    /// <summary>Show the read-only status directory ".fvd" with NAME.json per image in the mount root
+    /// (fvdmount turns it on; off by default so a plain server shows only its images).</summary>
+    public bool StatusDirectory { get; set; }
 
     internal bool EffectiveDefaultPermissions => DefaultPermissions || AllowOther;
 }
@@ -45,4 +53,26 @@ public sealed class FuseImage
 
     public string Name { get; }
     public IBlockDevice Device { get; }
+    /// <summary>Adds the device's own fields to its status file (.fvd/NAME.json); null: only the basics.</summary>
+    public IStatusSource? Status { get; init; }
+    /// <summary>Offers a file the kernel may serve opens from directly; null: never passed through.</summary>
+    public IPassthroughSource? Passthrough { get; init; }
+}
+
+/// <summary>Writes a device's live status as JSON properties (called for each open of its status file).</summary>
+public interface IStatusSource
+{
+    /// <summary>Writes properties (not the enclosing object) describing the device now.</summary>
+    void WriteStatus(System.Text.Json.Utf8JsonWriter writer);
+}
+
+/// <summary>
+/// A device whose content is, right now, byte for byte the content of one file at the same offsets, so the
+/// kernel may read and write that file directly (FUSE passthrough).
+/// </summary>
+public interface IPassthroughSource
+{
+    /// <summary>The file to pass opens through to, or null while that is not (yet) possible. Once non-null it
+    /// must stay valid for the rest of the mount.</summary>
+    string? PassthroughPath { get; }
 }

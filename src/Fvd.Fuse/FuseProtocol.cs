@@ -47,10 +47,15 @@ internal static class FuseProtocol
     // INIT flags (64-bit: flags | flags2 << 32 when INIT_EXT).
     public const ulong ASYNC_READ = 1UL << 0, BIG_WRITES = 1UL << 5, DO_READDIRPLUS = 1UL << 13,
         ASYNC_DIO = 1UL << 15, PARALLEL_DIROPS = 1UL << 18, MAX_PAGES = 1UL << 22,
-        HANDLE_KILLPRIV_V2 = 1UL << 28, INIT_EXT = 1UL << 30, DIRECT_IO_ALLOW_MMAP = 1UL << 36;
+        HANDLE_KILLPRIV_V2 = 1UL << 28, INIT_EXT = 1UL << 30, DIRECT_IO_ALLOW_MMAP = 1UL << 36,
+        PASSTHROUGH = 1UL << 37;
+
+    /// <summary>Stacking depth we declare with PASSTHROUGH: our backing files live on ordinary filesystems.</summary>
+    public const uint MaxStackDepth = 1;
+    public const int ReleaseInSize = 24;
 
     // OPEN reply flags.
-    public const uint FOPEN_DIRECT_IO = 1, FOPEN_KEEP_CACHE = 2, FOPEN_PARALLEL_DIRECT_WRITES = 64;
+    public const uint FOPEN_DIRECT_IO = 1, FOPEN_KEEP_CACHE = 2, FOPEN_PARALLEL_DIRECT_WRITES = 64, FOPEN_PASSTHROUGH = 128;
 
     // SETATTR valid bits.
     public const uint FATTR_MODE = 1, FATTR_UID = 2, FATTR_GID = 4, FATTR_SIZE = 8, FATTR_ATIME = 16,
@@ -65,7 +70,7 @@ internal static class FuseProtocol
     public const uint SEEK_DATA = 3, SEEK_HOLE = 4;
 
     // open(2) flags (x86-64 / generic).
-    public const uint O_ACCMODE = 3, O_RDONLY = 0, O_DIRECT = 0x4000;
+    public const uint O_ACCMODE = 3, O_RDONLY = 0, O_DIRECT = 0x4000, O_TRUNC = 0x200;
 
     public const uint S_IFDIR = 0x4000, S_IFREG = 0x8000;
     public const uint DT_DIR = 4, DT_REG = 8;

@@ -90,6 +90,7 @@ public sealed class FuseServer : IDisposable
         _ = Native.prctl(Native.PR_SET_IO_FLUSHER, 1, 0, 0, 0);
 
         var server = new FuseServer(mountPoint, fd, dispatcher, options) { _mounted = true };
+        dispatcher.BackingOpen = server.RegisterBacking;
         server.Start();
         // Also stop waiting if the connection ends first (unmounted from outside before INIT arrived).
         int which = WaitHandle.WaitAny([dispatcher.InitDone, server._exited.WaitHandle], TimeSpan.FromSeconds(30));
@@ -101,6 +102,31 @@ public sealed class FuseServer : IDisposable
                 : "the kernel did not complete FUSE INIT", mountPoint);
         }
         return server;
+    }
+
+    /// <summary>
+    /// FUSE_DEV_IOC_BACKING_OPEN: hands the kernel a file to serve passthrough opens from. Returns the backing id
+    /// or -errno. Only valid after the INIT reply (before it the kernel answers EPERM). The kernel keeps its own
+    /// reference to the file, so our descriptor is closed right away; the id lives until /dev/fuse is closed.
+    /// </summary>
+    internal unsafe int RegisterBacking(string path, bool readOnly)
+    {
+        int fuseFd = Volatile.Read(ref _fd);
+        if (fuseFd < 0) return -Errno.ENODEV;
+        int fd = Native.open(path, (readOnly ? Native.O_RDONLY : Native.O_RDWR) | Native.O_CLOEXEC, 0);
+        if (fd < 0) return -Marshal.GetLastPInvokeError();
+        try
+        {
+            byte* map = stackalloc byte[16];
+            new Span<byte>(map, 16).Clear();
+            *(int*)map = fd;
+            int id = Native.ioctl(fuseFd, Native.FUSE_DEV_IOC_BACKING_OPEN, map);
+            return id > 0 ? id : id == 0 ? -Errno.EINVAL : -Marshal.GetLastPInvokeError();
+        }
+        finally
+        {
+            Native.close(fd);
+        }
     }
 
     private void Start()

@@ -16,7 +16,14 @@ internal sealed class ImageNode
     private int _counting;
 
     public ImageNode(ulong nodeId, string name, IBlockDevice device, uint mode, uint uid, uint gid, long nowNs)
+        : this(nodeId, new FuseImage(name, device), mode, uid, gid, nowNs) { }
+
+    public ImageNode(ulong nodeId, FuseImage image, uint mode, uint uid, uint gid, long nowNs)
     {
+        string name = image.Name;
+        var device = image.Device;
+        StatusSource = image.Status;
+        PassthroughSource = image.Passthrough;
         NodeId = nodeId;
         Name = name;
         NameUtf8 = Encoding.UTF8.GetBytes(name);
@@ -43,6 +50,22 @@ internal sealed class ImageNode
     public long CtimeNs { get; private set; }
     private long _mtimeNs;
     public object AttrLock => _attrLock;
+
+    public IStatusSource? StatusSource { get; }
+    public IPassthroughSource? PassthroughSource { get; }
+
+    // FUSE passthrough state, changed under PassthroughLock. The kernel refuses a passthrough open (EIO) while
+    // the inode has page-cache opens, and any other open once it has passthrough ones; so the switch happens
+    // only when no page-cache open of ours is outstanding, and is never undone.
+    public object PassthroughLock { get; } = new();
+    /// <summary>The kernel's backing id for PassthroughSource's file; > 0 once every new open passes through.</summary>
+    public int BackingId;
+    /// <summary>The file passthrough opens use (set with BackingId): its mtime is the image's from then on.</summary>
+    public string? PassthroughFile;
+    /// <summary>Registering the file failed; this node is served normally for the rest of the mount.</summary>
+    public bool PassthroughFailed;
+    /// <summary>Opens answered with the page cache (not direct I/O, not passthrough) and not yet released.</summary>
+    public int CachedOpens;
 
     public void SetMode(uint perm) { Mode = perm & 0xFFF; }
     public void SetOwner(uint? uid, uint? gid) { if (uid is { } u) Uid = u; if (gid is { } g) Gid = g; }
@@ -73,7 +96,8 @@ internal sealed class ImageNode
     public long AllocatedBytes()
     {
         long cached = Volatile.Read(ref _allocatedBytes);
-        bool stale = cached < 0 || (Volatile.Read(ref _allocDirty) != 0
+        // Writes of passthrough opens never reach us: count again whenever the rate limit allows.
+        bool stale = cached < 0 || ((Volatile.Read(ref _allocDirty) != 0 || Volatile.Read(ref BackingId) > 0)
             && Stopwatch.GetTimestamp() - Volatile.Read(ref _allocatedAt) >= Volatile.Read(ref _minIntervalTicks));
         if (!stale || Interlocked.CompareExchange(ref _counting, 1, 0) != 0)
             return cached < 0 ? Device.Length : cached;

@@ -44,5 +44,11 @@ internal static unsafe partial class Native
 
     public const int PR_SET_IO_FLUSHER = 57;
 
+    /// <summary>_IOW(229, 1, struct fuse_backing_map { s32 fd; u32 flags; u64 padding; })</summary>
+    public const ulong FUSE_DEV_IOC_BACKING_OPEN = 0x4010E501;
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int ioctl(int fd, ulong request, void* arg);
+
     public static string StrError(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 }

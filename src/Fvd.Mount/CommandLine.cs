@@ -73,6 +73,12 @@ public static class CommandLine
                 case "gid": settings["Gid"] = Need(key, val); break;
                 case "umask": settings["Umask"] = Need(key, val); break;
                 case "threads": settings["Threads"] = Need(key, val); break;
+                case "cor": settings["CopyOnRead"] = Need(key, val); break;
+                case "prefetch": settings["Prefetch"] = val ?? "on"; break;
+                case "prefetch_max_read": settings["PrefetchMaxRead"] = Need(key, val); break;
+                case "prefetch_min_read": settings["PrefetchMinRead"] = Need(key, val); break;
+                case "record_profile": settings["RecordProfile"] = Need(key, val); break;
+                case "passthrough": settings["Passthrough"] = val ?? "on"; break;
                 default:
                     if (Ignored.Contains(key) || key.StartsWith("x-", StringComparison.Ordinal) || key == "comment") break;
                     throw new UsageException($"unknown mount option '{raw}'");

@@ -19,7 +19,8 @@ public static partial class Program
     private const string Usage =
         "usage: fvdmount [-f] [-d] [-o OPTIONS] [--config FILE] IMAGE [IMAGE...] MOUNTPOINT\n" +
         "options (-o, comma-separated): ro, rw, allow_other, default_permissions, uid=N, gid=N, umask=OCT,\n" +
-        "  threads=N, direct_io, lazy_umount, debug. Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
+        "  threads=N, direct_io, lazy_umount, debug, cor=on|off, prefetch=on|off|SECONDS, prefetch_max_read=RATE,\n" +
+        "  prefetch_min_read=RATE, record_profile=FILE, passthrough=on|off. Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
 
     public static int Main(string[] args)
     {
@@ -84,6 +85,11 @@ public static partial class Program
                 throw new UsageException($"two images would both appear as '{ImageOpener.DisplayName(img)}'");
         }
         _ = settings.ToFuseOptions(); // validates umask/threads now
+        _ = settings.ToImageOptions(); // and cor/prefetch/rates
+        if (!string.IsNullOrEmpty(settings.RecordProfile) && settings.Images.Length != 1)
+            throw new UsageException("record_profile=FILE records one image: mount it alone");
+        // The daemon changes to "/" once mounted: resolve the log's name against the caller's directory now.
+        if (!string.IsNullOrEmpty(settings.RecordProfile)) settings.RecordProfile = Path.GetFullPath(settings.RecordProfile);
         return settings;
     }
 
@@ -163,16 +169,17 @@ public static partial class Program
         int pre = Preflight(s, out string? msg);
         if (pre != ExitOk) return Fail(child, pre, msg!);
 
-        var devices = new List<IBlockDevice>();
+        var devices = new List<OpenedImage>();
         FuseServer server;
         try
         {
             var images = new List<FuseImage>();
+            var imageOptions = s.ToImageOptions();
             foreach (var path in s.Images)
             {
-                var dev = ImageOpener.Open(path, s.ReadOnly);
-                devices.Add(dev);
-                images.Add(new FuseImage(ImageOpener.DisplayName(path), dev));
+                var opened = ImageOpener.Open(path, imageOptions);
+                devices.Add(opened);
+                images.Add(opened.ToFuseImage());
             }
             string source = string.Join(",", s.Images.Select(Path.GetFullPath));
             server = FuseServer.Mount(s.MountPoint!, source, images, s.ToFuseOptions());
@@ -199,23 +206,37 @@ public static partial class Program
 
         stop.Attach(server);
 
-        int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices)) Environment.ExitCode = ExitRuntime; });
+        int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices, s.RecordProfile)) Environment.ExitCode = ExitRuntime; });
         server.Dispose();
         return rc != 0 ? rc : Environment.ExitCode;
     }
 
     /// <summary>Flushes and closes every image (for an FVD image this marks it clean). False if any failed.</summary>
-    private static bool CloseAll(List<IBlockDevice> devices)
+    private static bool CloseAll(List<OpenedImage> opened, string? recordProfile = null)
     {
         bool ok = true;
-        foreach (var d in devices)
+        foreach (var o in opened)
+        {
+            if (string.IsNullOrEmpty(recordProfile) || o.Fvd is null) continue;
+            try
+            {
+                int n = o.WriteRecordedProfile(recordProfile);
+                Console.Error.WriteLine($"fvdmount: wrote {n} read ranges to {recordProfile} (store them with: fvd-img profile record {o.Path} {recordProfile})");
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FvdException)
+            {
+                Console.Error.WriteLine($"fvdmount: record_profile: {e.Message}");
+                ok = false;
+            }
+        }
+        foreach (var d in opened.Select(o => o.Device))
         {
             try { d.Flush(); }
             catch (FvdException e) { Console.Error.WriteLine($"fvdmount: flush at shutdown: {e.OneLine}"); ok = false; }
             try { d.Dispose(); }
             catch (Exception e) when (e is FvdException or IOException) { Console.Error.WriteLine($"fvdmount: close: {e.Message}"); ok = false; }
         }
-        devices.Clear();
+        opened.Clear();
         return ok;
     }
 
