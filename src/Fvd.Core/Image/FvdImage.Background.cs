@@ -27,7 +27,7 @@ public sealed partial class FvdImage
     public string? PrefetchError => _prefetcher?.Error;
 
     /// <summary>Reads backing content for prefetch (counted like any backing read).</summary>
-    internal void ReadBackingForPrefetch(long pos, Span<byte> dst) => ReadBacking(pos, dst);
+    internal void ReadBackingForPrefetch(long pos, Span<byte> dst) => ReadBacking(pos, dst, prefetch: true);
 
     internal void AddPrefetchSaved(long n) => Interlocked.Add(ref _prefetchBytesSaved, n);
 

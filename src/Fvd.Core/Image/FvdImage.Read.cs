@@ -52,7 +52,7 @@ public sealed partial class FvdImage
     private bool AllLocal => (_header.Flags & Format.HeaderFlags.PrefetchFinished) != 0;
 
     /// <summary>Reads backing content for [pos, pos+dst.Length); the part past the backing's end is zeros.</summary>
-    private void ReadBacking(long pos, Span<byte> dst)
+    private void ReadBacking(long pos, Span<byte> dst, bool prefetch = false)
     {
         long inBacking = Math.Clamp(_header.BackingSize - pos, 0, dst.Length);
         if (inBacking > 0)
@@ -61,7 +61,7 @@ public sealed partial class FvdImage
                 throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
             _backing.Read(pos, dst[..(int)inBacking]);
             Interlocked.Add(ref _backingBytesRead, inBacking);
-            RecordBackingRead(pos, inBacking);
+            if (!prefetch) RecordBackingRead(pos, inBacking); // a profile records what the guest needs
         }
         dst[(int)inBacking..].Clear();
     }
