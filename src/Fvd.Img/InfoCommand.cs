@@ -79,6 +79,12 @@ internal sealed class InfoCommand(Cli cli) : ImgCommand(cli)
         o.WriteLine($"    incompatible features: {Features((ulong)h.Incompatible, ImageInfo.IncompatibleNames)}");
         o.WriteLine($"    compatible features: {Features((ulong)h.Compatible, ImageInfo.CompatibleNames)}");
         o.WriteLine($"    autoclear features: {Features((ulong)h.Autoclear, ImageInfo.AutoclearNames)}");
+        if (LiveStatus.Find(i.Filename) is { } live)
+        {
+            o.WriteLine($"Live status (served by fvdmount at {live.MountPoint}):");
+            foreach (var prop in live.Status.EnumerateObject())
+                o.WriteLine($"    {prop.Name.Replace('_', ' ')}: {prop.Value}");
+        }
     }
 
     private void WriteJson(ImageInfo i)
@@ -145,6 +151,12 @@ internal sealed class InfoCommand(Cli cli) : ImgCommand(cli)
             WriteFeatures(w, "autoclear-features", (ulong)h.Autoclear, ImageInfo.AutoclearNames);
             w.WriteEndObject();
             w.WriteEndObject();
+            if (LiveStatus.Find(i.Filename) is { } live)
+            {
+                w.WriteString("mounted-at", live.MountPoint);
+                w.WritePropertyName("live-status");
+                live.Status.WriteTo(w);
+            }
             w.WriteEndObject();
         }
         Cli.Out.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));

@@ -175,7 +175,7 @@ public static partial class Program
         {
             var images = new List<FuseImage>();
             var imageOptions = s.ToImageOptions();
-            foreach (var path in s.Images)
+            foreach (var path in s.Images.Select(Path.GetFullPath)) // full: the daemon later changes to "/"
             {
                 var opened = ImageOpener.Open(path, imageOptions);
                 devices.Add(opened);
