@@ -77,6 +77,20 @@ public sealed class FullDiskTests : IDisposable
     }
 
     [Fact]
+    public void Create_that_runs_out_of_space_leaves_no_half_made_files()
+    {
+        // Fill the file system, then ask for an image whose bitmap cannot be written.
+        File.WriteAllBytes(Path.Combine(_mnt, "filler"), new byte[(4 << 20) - 8192]);
+        var tpl = _h.P("big.raw");
+        using (var f = File.Create(tpl)) f.SetLength(256L << 30); // sparse 256 GiB: a 2 MiB bitmap
+        var e = Assert.Throws<Fvd.Core.FvdException>(() => FvdImage.Create(Path.Combine(_mnt, "x.fvd"),
+            new FvdCreateOptions { VirtualSize = 256L << 30, BackingFile = tpl, ZeroAware = false, BlockSize = 16384 }));
+        Assert.Equal(FvdErrorKind.NoSpace, e.Kind);
+        Assert.False(File.Exists(Path.Combine(_mnt, "x.fvd")));
+        Assert.False(File.Exists(Path.Combine(_mnt, "x.data")));
+    }
+
+    [Fact]
     public void Convert_to_a_full_file_system_exits_1_with_one_line()
     {
         var src = _h.P("src.raw");

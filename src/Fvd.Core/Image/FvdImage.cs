@@ -125,15 +125,27 @@ public sealed partial class FvdImage : IBlockDevice
 
             string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
             using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
-            if (!o.InlineData)
+            bool dataCreated = false;
+            try
             {
-                using var data = FileDevice.Create(dataPath, vsize, overwrite: true);
-                data.Flush();
+                if (!o.InlineData)
+                {
+                    using var data = FileDevice.Create(dataPath, vsize, overwrite: true);
+                    dataCreated = true;
+                    data.Flush();
+                }
+                if (bitmapLen > 0) meta.Write(FvdHeader.Size, bitmap.ToBytes());
+                meta.Flush();
+                meta.Write(0, header.ToBytes());
+                meta.Flush();
             }
-            if (bitmapLen > 0) meta.Write(FvdHeader.Size, bitmap.ToBytes());
-            meta.Flush();
-            meta.Write(0, header.ToBytes());
-            meta.Flush();
+            catch
+            {
+                // Leave nothing half-made behind (the header is written last, so this file is no image yet).
+                TryDelete(path);
+                if (dataCreated) TryDelete(dataPath);
+                throw;
+            }
         }
         finally
         {
@@ -275,6 +287,11 @@ public sealed partial class FvdImage : IBlockDevice
             meta.Dispose();
             throw;
         }
+    }
+
+    private static void TryDelete(string p)
+    {
+        try { File.Delete(p); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
     private static FvdHeader ReadHeader(IBlockDevice meta, string path)
