@@ -170,6 +170,27 @@ internal sealed class FvdRig : IDisposable
         return b;
     }
 
+    /// <summary>fvd-img check through the library: no errors, nothing to repair.</summary>
+    public void AssertCheckClean()
+    {
+        var r = ImageChecker.Check(Image);
+        Assert.True(r.ExitCode == 0, $"check exit {r.ExitCode}: {string.Join("; ", r.Messages.Select(m => $"{m.Severity}: {m.Text}"))}");
+    }
+
+    /// <summary>A tool built next to the tests (same configuration), e.g. ("Fvd.Reliability", "fvd-reliability.dll").</summary>
+    public static string BuiltTool(string project, string file)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        string config = dir.Parent!.Name;
+        for (var d = dir; d is not null; d = d.Parent)
+        {
+            string candidate = Path.Combine(d.FullName, "src", project, "bin", config, "net10.0", file);
+            if (File.Exists(candidate)) return candidate;
+        }
+        Assert.Fail($"cannot find the built {file} (build the solution first)");
+        return null!;
+    }
+
     public static string HashFile(string path)
     {
         using var dev = Fvd.Core.Io.FileDevice.Open(path, readOnly: true);
