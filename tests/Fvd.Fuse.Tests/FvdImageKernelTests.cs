@@ -5,11 +5,12 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using Xunit.Abstractions;
 
 namespace Fvd.Fuse.Tests;
 
 [Collection("kernel")]
-public sealed class FvdImageKernelTests
+public sealed class FvdImageKernelTests(ITestOutputHelper output)
 {
     private const long Mib = FvdRig.Mib;
     private const long TemplateSize = 48 * Mib;
@@ -168,7 +169,7 @@ public sealed class FvdImageKernelTests
     }
 
     [Fact]
-    public void Kill_9_during_fsyncing_writes_loses_no_fsynced_chunk_and_the_image_reopens_unclean()
+    public async Task Kill_9_during_fsyncing_writes_loses_no_fsynced_chunk_and_the_image_reopens_unclean()
     {
         using var rig = new FvdRig(TemplateSize, VirtualSize, seed: 14);
         const int Chunk = 65536 + 512, Count = 80;
@@ -197,6 +198,7 @@ public sealed class FvdImageKernelTests
         Assert.True(done.Count >= 30 && done.Count < Count, $"{done.Count} chunks logged");
         Assert.Equal(Enumerable.Range(0, done.Count), done);
         int inFlight = done.Count; // may or may not have reached the image
+        output.WriteLine($"{done.Count} chunks fsync'ed before kill -9; writer stderr: {(await writerErr).Trim()}");
 
         var expected = rig.InitialContent();
         for (int i = 0; i < done.Count; i++) chunks.AsSpan(i * Chunk, Chunk).CopyTo(expected.AsSpan((int)(Base + i * Stride)));
@@ -273,6 +275,7 @@ public sealed class FvdImageKernelTests
             "--verify=crc32c", "--verify_fatal=1", "--randrepeat=1", "--randseed=1234", "--group_reporting"];
         rig.Mount();
         var (rc, o, e) = Kernel.RunIn(null, 150, "fio", [.. job, "--do_verify=1"]);
+        output.WriteLine($"fio write+verify pass:\n{o}");
         Assert.True(rc == 0, $"fio write pass exited {rc}\n{o}\n{e}");
         Assert.Contains("err= 0", o, StringComparison.Ordinal);
         rig.Unmount();
@@ -280,6 +283,7 @@ public sealed class FvdImageKernelTests
 
         rig.Mount();
         (rc, o, e) = Kernel.RunIn(null, 150, "fio", [.. job, "--verify_only"]);
+        output.WriteLine($"fio verify-only pass:\n{o}");
         Assert.True(rc == 0, $"fio verify pass exited {rc}\n{o}\n{e}");
         Assert.Contains("err= 0", o, StringComparison.Ordinal);
         Assert.DoesNotContain("verify:", e, StringComparison.OrdinalIgnoreCase);
@@ -302,6 +306,7 @@ public sealed class FvdImageKernelTests
         var sw = Stopwatch.StartNew();
         var (rc, o, e) = Kernel.RunIn(null, 150, "dotnet", [dll, "fsx", "--path", rig.View, "--ops", "20000",
             "--seed", seed.ToString(CultureInfo.InvariantCulture), .. (direct ? new[] { "--direct" } : [])]);
+        output.WriteLine($"fsx ({sw.Elapsed.TotalSeconds:F1} s):\n{o}\n{e}");
         Assert.True(rc == 0, $"fsx exited {rc} after {sw.Elapsed}\n{o}\n{e}\nfvdmount: {rig.DaemonStderr}");
         Assert.Contains("0 failed", o, StringComparison.Ordinal);
         rig.Unmount();
@@ -328,6 +333,7 @@ public sealed class FvdImageKernelTests
                 for (long s = off + k * 512; s < off + len; s += 4096) expected.AsSpan((int)s, 512).Fill((byte)(0xA0 + k));
             }
             var (rc, o, e) = Kernel.RunIn(null, 150, "fio", [.. args]);
+            output.WriteLine($"region {off}: fio\n{o}");
             Assert.True(rc == 0, $"fio exited {rc}\n{o}\n{e}");
             FvdRig.SameBytes(expected.AsSpan((int)off, (int)len), rig.ReadView(off, len), $"region {off} through the view");
         }
