@@ -314,11 +314,11 @@ public sealed class FvdImageKernelTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(false, 101)]
-    [InlineData(true, 102)]
-    public void Fsx_20000_ops_on_the_view(bool direct, int seed)
+    [InlineData(false, false, 101)]
+    [InlineData(true, true, 102)] // O_DIRECT reads reach the daemon, so copy-on-read runs under the writes
+    public void Fsx_20000_ops_on_the_view(bool direct, bool copyOnRead, int seed)
     {
-        using var rig = new FvdRig(TemplateSize, VirtualSize, blockSize: 16384, seed: 17);
+        using var rig = new FvdRig(TemplateSize, VirtualSize, blockSize: 16384, copyOnRead: copyOnRead, seed: 17);
         rig.Mount();
         string dll = FvdRig.BuiltTool("Fvd.Reliability", "fvd-reliability.dll");
         var sw = Stopwatch.StartNew();
@@ -332,12 +332,14 @@ public sealed class FvdImageKernelTests(ITestOutputHelper output)
         Assert.Equal(rig.TemplateHash, FvdRig.HashFile(rig.Template));
     }
 
-    [Fact]
-    public void Concurrent_processes_writing_distinct_sectors_of_the_same_uncopied_blocks_lose_no_update()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // with readers: copy-on-read copies race with the writes and must not undo them
+    public void Concurrent_processes_writing_distinct_sectors_of_the_same_uncopied_blocks_lose_no_update(bool copyOnRead)
     {
         Kernel.RequireTool("fio", "fio");
         const int Jobs = 7; // sector 7 of every 4 KiB stays the template's: the read-merge-write must keep it
-        using var rig = new FvdRig(TemplateSize, VirtualSize, blockSize: 65536, seed: 18);
+        using var rig = new FvdRig(TemplateSize, VirtualSize, blockSize: 65536, copyOnRead: copyOnRead, seed: 18);
         (long Off, long Len)[] regions = [(4 * Mib, 4 * Mib), (TemplateSize - 2 * Mib, 4 * Mib)];
         rig.Mount("-o", "threads=8");
         var expected = rig.InitialContent();
@@ -350,6 +352,9 @@ public sealed class FvdImageKernelTests(ITestOutputHelper output)
                 args.AddRange([$"--name=j{k}", $"--offset={off + k * 512}", $"--buffer_pattern=0x{0xA0 + k:x2}"]);
                 for (long s = off + k * 512; s < off + len; s += 4096) expected.AsSpan((int)s, 512).Fill((byte)(0xA0 + k));
             }
+            if (copyOnRead)
+                for (int r = 0; r < 2; r++)
+                    args.AddRange([$"--name=r{r}", $"--offset={off}", "--rw=randread", "--bs=4k", "--iodepth=8", $"--randseed={r + 1}"]);
             var (rc, o, e) = Kernel.RunIn(null, 150, "fio", [.. args]);
             output.WriteLine($"region {off}: fio\n{o}");
             Assert.True(rc == 0, $"fio exited {rc}\n{o}\n{e}");
