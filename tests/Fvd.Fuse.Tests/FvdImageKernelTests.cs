@@ -244,7 +244,7 @@ public sealed class FvdImageKernelTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Kill_9_under_ext4_keeps_synced_files_and_fsck_is_clean_after_journal_replay()
+    public void Kill_9_under_ext4_keeps_synced_and_fsynced_files_and_fsck_is_clean_after_journal_replay()
     {
         Kernel.RequireTool("losetup", "util-linux");
         Kernel.RequireTool("mkfs.ext4", "e2fsprogs");
@@ -261,9 +261,31 @@ public sealed class FvdImageKernelTests(ITestOutputHelper output)
             synced[$"s{i}"] = data;
         }
         Kernel.Ok("sync", "-f", rig.FsDir);
-        // Unsynced work in flight when the daemon dies.
+        // Unsynced work in flight when the daemon dies, and a writer that logs each file after its fsync.
         for (int i = 0; i < 10; i++) File.WriteAllBytes(Path.Combine(rig.FsDir, $"u{i}"), Kernel.Pattern(200_000, 400 + i));
-        rig.Kill9();
+        const int FileLen = 131072 + 4608, Files = 200;
+        string pat = Path.Combine(rig.Dir, "files");
+        var pattern = Kernel.Pattern(FileLen * Files, 500);
+        File.WriteAllBytes(pat, pattern);
+        string log = Path.Combine(rig.Dir, "fsynced.log");
+        string script = Path.Combine(rig.Dir, "writer.sh");
+        File.WriteAllText(script, $$"""
+            for ((i=0; i<{{Files}}; i++)); do
+              dd if={{pat}} of={{rig.FsDir}}/w$i bs={{FileLen}} skip=$i count=1 conv=fsync status=none || exit 0
+              echo $i >> {{log}}
+            done
+            """);
+        using (var writer = Process.Start(new ProcessStartInfo("bash", [script]) { RedirectStandardError = true, RedirectStandardOutput = true })!)
+        {
+            Kernel.WaitFor(() => File.Exists(log) && File.ReadAllLines(log).Length >= 15 || writer.HasExited, 60, "15 fsync'ed files");
+            Assert.False(writer.HasExited, "the writer finished before the kill");
+            rig.Kill9();
+            if (!writer.WaitForExit(20_000)) writer.Kill(entireProcessTree: true);
+            writer.WaitForExit();
+        }
+        var done = File.ReadAllLines(log).Select(int.Parse).ToList();
+        output.WriteLine($"{done.Count} files fsync'ed on the ext4 before kill -9");
+        foreach (int i in done) synced[$"w{i}"] = pattern.AsSpan(i * FileLen, FileLen).ToArray();
         Kernel.Run("umount", rig.FsDir); // fails or succeeds with I/O errors: the device is gone
         if (Kernel.IsMounted(rig.FsDir)) Kernel.Ok("umount", "-l", rig.FsDir);
         rig.DetachLoop(loop);
