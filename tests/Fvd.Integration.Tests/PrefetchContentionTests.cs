@@ -1,7 +1,8 @@
 // Adaptive prefetch against a real bottleneck (paper 3.4.2, Fig. 14): nginx serves the template inside a
 // network namespace whose loopback is limited with tc (token bucket, 40 Mbit/s). fvd-img prefetch
 // --adaptive runs in the namespace; when curl processes load the same link, prefetch must pause within
-// 3 seconds, and run again after the load ends.
+// 3 seconds, and run again after the load ends. Eight long curl streams share the link with prefetch's
+// short range requests; measured here: ~4.5 MiB/s alone, ~1.4 MiB/s under that load.
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using Fvd.Core.Tests;
@@ -52,7 +53,7 @@ public sealed class PrefetchContentionTests : IDisposable
         var events = new ConcurrentQueue<(double T, string State)>();
         var clock = Stopwatch.StartNew();
         var psi = new ProcessStartInfo("ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "netns", "exec", _ns, exe, "prefetch", "--adaptive", "--events", "--chunk", "256K", "--min-read", "2M", "--throttle", "1500", img })
+        foreach (var a in new[] { "netns", "exec", _ns, exe, "prefetch", "--adaptive", "--events", "--chunk", "256K", "--min-read", "3M", "--throttle", "1500", img })
             psi.ArgumentList.Add(a);
         using var prefetch = Process.Start(psi)!;
         prefetch.OutputDataReceived += (_, e) =>
@@ -66,12 +67,12 @@ public sealed class PrefetchContentionTests : IDisposable
         {
             WaitFor(() => events.Any(e => e.State == "running"), 20, "prefetch never started running");
             Thread.Sleep(2000);
-            Assert.DoesNotContain(events, e => e.State == "paused"); // alone on the link it has 5 MB/s > 2 MB/s
+            Assert.DoesNotContain(events, e => e.State == "paused"); // alone on the link it gets ~4.5 MiB/s > 3 MiB/s
 
-            for (int i = 0; i < 4; i++)
+            for (int i = 0; i < 8; i++)
                 load.Add(Process.Start(new ProcessStartInfo("ip", $"netns exec {_ns} sh -c \"while true; do curl -s -o /dev/null {web.Url("load.raw")}; done\"") { UseShellExecute = false })!);
             // The load starts when its connections exist (process start-up is slow on a busy machine).
-            WaitFor(() => ServerConnections() >= 5, 20, "the load's connections never appeared");
+            WaitFor(() => ServerConnections() >= 9, 20, "the load's connections never appeared");
             double loadStart = clock.Elapsed.TotalSeconds;
             WaitFor(() => events.Any(e => e.State == "paused" && e.T >= loadStart), 3,
                 $"prefetch did not pause within 3 s of the load starting at {loadStart:F1}; events: {string.Join(", ", events.Select(e => $"{e.T:F1}:{e.State}"))}");
