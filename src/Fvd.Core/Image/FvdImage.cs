@@ -11,7 +11,7 @@ namespace Fvd.Core.Image;
 
 public sealed partial class FvdImage : IBlockDevice
 {
-    /// <summary>Largest default bitmap (paper 3.3.1 / original FVD's MODERATE_BITMAP_SIZE).</summary>
+    /// <summary>Largest default metadata, header included (paper 3.3.1 / original FVD's MODERATE_BITMAP_SIZE).</summary>
     public const long DefaultMaxBitmapBytes = 4 << 20;
     public const int DefaultMinBlockSize = 4096;
 
@@ -57,11 +57,14 @@ public sealed partial class FvdImage : IBlockDevice
         for (int i = 0; i < StripeCount; i++) _stripes[i] = new object();
     }
 
-    /// <summary>The default block size: smallest power of two >= 4 KiB keeping the bitmap at most 4 MiB.</summary>
+    /// <summary>
+    /// The default block size: the smallest power of two >= 4 KiB that keeps all metadata (the 4 KiB header
+    /// plus the bitmap, rounded to whole pages) at most 4 MiB: 64 KiB blocks for a 1 TiB template.
+    /// </summary>
     public static int DefaultBlockSize(long backingSize)
     {
         long bs = DefaultMinBlockSize;
-        while (FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8) > DefaultMaxBitmapBytes) bs *= 2;
+        while (FvdHeader.Size + FvdHeader.AlignUp(FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8), 4096) > DefaultMaxBitmapBytes) bs *= 2;
         return (int)bs;
     }
 
