@@ -1,1 +1,298 @@
-return 1; // placeholder until the tool lands
+// fvdmount: mounts images as NAME.raw files in a directory, via Fvd.Fuse.
+// Exit codes: 0 success, 1 usage or configuration error, 2 runtime error (image, mountpoint, /dev/fuse, root...).
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Fvd.Core;
+using Fvd.Core.Io;
+using Fvd.Fuse;
+using Microsoft.Extensions.Configuration;
+
+namespace Fvd.Mount;
+
+public static partial class Program
+{
+    public const int ExitOk = 0, ExitUsage = 1, ExitRuntime = 2;
+
+    /// <summary>Set in the environment of the background child that does the real work.</summary>
+    private const string DaemonEnv = "_FVDMOUNT_DAEMON_CHILD";
+
+    private const string Usage =
+        "usage: fvdmount [-f] [-d] [-o OPTIONS] [--config FILE] IMAGE [IMAGE...] MOUNTPOINT\n" +
+        "options (-o, comma-separated): ro, rw, allow_other, default_permissions, uid=N, gid=N, umask=OCT,\n" +
+        "  threads=N, direct_io, lazy_umount, debug. Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
+
+    public static int Main(string[] args)
+    {
+        MountSettings settings;
+        try
+        {
+            var parsed = CommandLine.Parse(args);
+            if (parsed.Help) { Console.WriteLine(Usage); return ExitOk; }
+            if (parsed.Version) { Console.WriteLine($"fvdmount {typeof(Program).Assembly.GetName().Version}"); return ExitOk; }
+            settings = LoadSettings(parsed, Environment.GetEnvironmentVariables());
+        }
+        catch (Exception e) when (e is UsageException or InvalidOperationException or FormatException or InvalidDataException)
+        {
+            Console.Error.WriteLine($"fvdmount: {e.Message}");
+            Console.Error.WriteLine(Usage);
+            return ExitUsage;
+        }
+
+        bool child = Environment.GetEnvironmentVariable(DaemonEnv) == "1";
+        if (!settings.Foreground && !child)
+        {
+            // Catch the obvious mistakes here, where the user sees them, before going to the background.
+            int pre = Preflight(settings, out string? msg);
+            if (pre != ExitOk) { Console.Error.WriteLine($"fvdmount: {msg}"); return pre; }
+            return Daemonize(args);
+        }
+        return Serve(settings, child);
+    }
+
+    /// <summary>JSON (--config) &lt; FVDMOUNT_* environment &lt; command line; positionals give images and mountpoint.</summary>
+    public static MountSettings LoadSettings(ParsedArgs parsed, System.Collections.IDictionary environment)
+    {
+        var builder = new ConfigurationBuilder();
+        if (parsed.ConfigFile is { } cfg)
+        {
+            string full = Path.GetFullPath(cfg);
+            if (!File.Exists(full)) throw new UsageException($"{cfg}: configuration file not found");
+            builder.AddJsonFile(full, optional: false, reloadOnChange: false);
+        }
+        var env = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
+        foreach (System.Collections.DictionaryEntry e in environment)
+        {
+            if (e.Key is string k && k.StartsWith("FVDMOUNT_", StringComparison.OrdinalIgnoreCase))
+                env[k["FVDMOUNT_".Length..]] = e.Value as string;
+        }
+        builder.AddInMemoryCollection(env);
+        builder.AddInMemoryCollection(parsed.Settings);
+        var config = builder.Build();
+        var settings = config.Get<MountSettings>(o => o.ErrorOnUnknownConfiguration = false) ?? new MountSettings();
+        if (parsed.Positionals.Count > 0)
+        {
+            if (parsed.Positionals.Count < 2) throw new UsageException("need at least one IMAGE and a MOUNTPOINT");
+            settings.Images = parsed.Positionals.Take(parsed.Positionals.Count - 1).ToArray();
+            settings.MountPoint = parsed.Positionals[^1];
+        }
+        if (settings.Images.Length == 0 || string.IsNullOrEmpty(settings.MountPoint))
+            throw new UsageException("need at least one IMAGE and a MOUNTPOINT");
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var img in settings.Images)
+        {
+            if (!names.Add(ImageOpener.DisplayName(img)))
+                throw new UsageException($"two images would both appear as '{ImageOpener.DisplayName(img)}'");
+        }
+        _ = settings.ToFuseOptions(); // validates umask/threads now
+        return settings;
+    }
+
+    /// <summary>Checks a user can act on, each with a one-line message. Returns an exit code.</summary>
+    public static int Preflight(MountSettings s, out string? message)
+    {
+        message = null;
+        foreach (var img in s.Images)
+        {
+            if (!File.Exists(img)) { message = $"{img}: image not found"; return ExitRuntime; }
+        }
+        string mnt = s.MountPoint!;
+        if (!Directory.Exists(mnt))
+        {
+            message = File.Exists(mnt) ? $"{mnt}: mountpoint is not a directory" : $"{mnt}: mountpoint does not exist";
+            return ExitRuntime;
+        }
+        if (IsMountPoint(Path.GetFullPath(mnt)))
+        {
+            message = $"{mnt}: mountpoint busy (something is already mounted there)";
+            return ExitRuntime;
+        }
+        if (!File.Exists("/dev/fuse"))
+        {
+            message = "/dev/fuse does not exist (modprobe fuse; in a container, pass --device /dev/fuse)";
+            return ExitRuntime;
+        }
+        if (Geteuid() != 0) { message = "must be run as root (mounting needs CAP_SYS_ADMIN)"; return ExitRuntime; }
+        return ExitOk;
+    }
+
+    private static int Serve(MountSettings s, bool child)
+    {
+        if (child) _ = Setsid(); // leave the caller's session so its hangup does not reach us
+
+        // Catch stop signals from the start: one arriving while mounting must unmount, not kill us mid-way.
+        FuseServer? server = null;
+        bool stopRequested = false;
+        var stopLock = new object();
+        var regs = FuseServer.StopSignals.Select(sig => PosixSignalRegistration.Create(sig, ctx =>
+        {
+            ctx.Cancel = true;
+            FuseServer? srv;
+            lock (stopLock) { stopRequested = true; srv = server; }
+            srv?.RequestStop();
+        })).ToList();
+        try
+        {
+            return ServeCore(s, child, ref server, ref stopRequested, stopLock);
+        }
+        finally
+        {
+            foreach (var r in regs) r.Dispose();
+        }
+    }
+
+    private static int ServeCore(MountSettings s, bool child, ref FuseServer? serverSlot, ref bool stopRequested, object stopLock)
+    {
+
+        int pre = Preflight(s, out string? msg);
+        if (pre != ExitOk) return Fail(child, pre, msg!);
+
+        var devices = new List<IBlockDevice>();
+        FuseServer server;
+        try
+        {
+            var images = new List<FuseImage>();
+            foreach (var path in s.Images)
+            {
+                var dev = ImageOpener.Open(path, s.ReadOnly);
+                devices.Add(dev);
+                images.Add(new FuseImage(ImageOpener.DisplayName(path), dev));
+            }
+            string source = string.Join(",", s.Images.Select(Path.GetFullPath));
+            server = FuseServer.Mount(s.MountPoint!, source, images, s.ToFuseOptions());
+        }
+        catch (Exception e) when (e is FvdException or IOException or UnauthorizedAccessException or ArgumentException or UsageException)
+        {
+            CloseAll(devices);
+            string text = e is FvdException f ? f.OneLine : e.Message;
+            return Fail(child, e is UsageException ? ExitUsage : ExitRuntime, text);
+        }
+
+        if (child)
+        {
+            Console.Out.WriteLine("OK");
+            Console.Out.Flush();
+            DetachStdio();
+        }
+        else if (s.Debug)
+        {
+            Console.Error.WriteLine($"fvdmount: serving {string.Join(", ", s.Images)} at {server.MountPoint}");
+        }
+
+        bool stopNow;
+        lock (stopLock) { serverSlot = server; stopNow = stopRequested; }
+        if (stopNow) server.RequestStop(); // a signal came while we were mounting
+
+        int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices)) Environment.ExitCode = ExitRuntime; });
+        server.Dispose();
+        return rc != 0 ? rc : Environment.ExitCode;
+    }
+
+    /// <summary>Flushes and closes every image (for an FVD image this marks it clean). False if any failed.</summary>
+    private static bool CloseAll(List<IBlockDevice> devices)
+    {
+        bool ok = true;
+        foreach (var d in devices)
+        {
+            try { d.Flush(); }
+            catch (FvdException e) { Console.Error.WriteLine($"fvdmount: flush at shutdown: {e.OneLine}"); ok = false; }
+            try { d.Dispose(); }
+            catch (Exception e) when (e is FvdException or IOException) { Console.Error.WriteLine($"fvdmount: close: {e.Message}"); ok = false; }
+        }
+        devices.Clear();
+        return ok;
+    }
+
+    private static int Fail(bool child, int code, string message)
+    {
+        if (child)
+        {
+            Console.Out.WriteLine($"ERR {code} {message}");
+            Console.Out.Flush();
+        }
+        else
+        {
+            Console.Error.WriteLine($"fvdmount: {message}");
+        }
+        return code;
+    }
+
+    /// <summary>
+    /// Starts this program again in the background and waits until it reports "OK" (mounted) or "ERR code msg"
+    /// on its stdout. No fork(): the .NET runtime is multi-threaded, so re-executing is the safe way.
+    /// </summary>
+    private static int Daemonize(string[] args)
+    {
+        string host = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find own executable");
+        var psi = new ProcessStartInfo(host)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        // Run as `dotnet fvdmount.dll`: the host needs the assembly path first.
+        if (Path.GetFileNameWithoutExtension(host) == "dotnet")
+            psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment[DaemonEnv] = "1";
+
+        using var proc = Process.Start(psi)!;
+        proc.StandardInput.Close();
+        var stderr = new System.Text.StringBuilder();
+        proc.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
+        proc.BeginErrorReadLine();
+        string? line = proc.StandardOutput.ReadLine();
+        if (line == "OK") return ExitOk;
+        if (line is not null && line.StartsWith("ERR ", StringComparison.Ordinal))
+        {
+            var parts = line.Split(' ', 3);
+            Console.Error.WriteLine($"fvdmount: {(parts.Length > 2 ? parts[2] : "unknown error")}");
+            return parts.Length > 1 && int.TryParse(parts[1], out int c) ? c : ExitRuntime;
+        }
+        proc.WaitForExit(5000);
+        lock (stderr) Console.Error.Write(stderr.ToString());
+        Console.Error.WriteLine($"fvdmount: the background process exited before mounting (exit code {(proc.HasExited ? proc.ExitCode : -1)})");
+        return ExitRuntime;
+    }
+
+    /// <summary>After reporting success the parent is gone: point stdin/stdout/stderr at /dev/null.</summary>
+    private static void DetachStdio()
+    {
+        using var devnull = File.Open("/dev/null", FileMode.Open, FileAccess.ReadWrite);
+        int fd = (int)devnull.SafeFileHandle.DangerousGetHandle();
+        _ = Dup2(fd, 0);
+        _ = Dup2(fd, 1);
+        _ = Dup2(fd, 2);
+    }
+
+    /// <summary>True when the path is itself a mount point (field 5 of /proc/self/mountinfo).</summary>
+    public static bool IsMountPoint(string fullPath)
+    {
+        string want = fullPath.TrimEnd('/');
+        if (want.Length == 0) want = "/";
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+            {
+                var f = line.Split(' ');
+                if (f.Length > 4 && Unescape(f[4]) == want) return true;
+            }
+        }
+        catch (IOException) { }
+        return false;
+    }
+
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    private static string Unescape(string s) =>
+        !s.Contains('\\') ? s : System.Text.RegularExpressions.Regex.Replace(s, @"\\([0-7]{3})",
+            m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
+
+    [LibraryImport("libc", EntryPoint = "geteuid")]
+    private static partial uint Geteuid();
+
+    [LibraryImport("libc", EntryPoint = "setsid")]
+    private static partial int Setsid();
+
+    [LibraryImport("libc", EntryPoint = "dup2")]
+    private static partial int Dup2(int oldfd, int newfd);
+}

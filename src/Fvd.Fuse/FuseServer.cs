@@ -1,0 +1,262 @@
+// The transport: the /dev/fuse descriptor, mount(2)/umount2(2), the request threads and the stop signals.
+// Everything protocol-specific is in FuseDispatcher.
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Fvd.Core;
+
+namespace Fvd.Fuse;
+
+/// <summary>Result of an unmount attempt.</summary>
+public enum UnmountResult
+{
+    Unmounted,
+    /// <summary>A file in the mount is still open; nothing changed.</summary>
+    Busy,
+    /// <summary>Detached lazily; the server exits when the last user closes.</summary>
+    Detached,
+    /// <summary>Not mounted (any more).</summary>
+    NotMounted,
+}
+
+public sealed class FuseServer : IDisposable
+{
+    private readonly FuseOptions _options;
+    private readonly Thread[] _threads;
+    private readonly ManualResetEventSlim _exited = new(false);
+    private readonly object _unmountLock = new();
+    private int _fd;
+    private int _running;
+    private volatile bool _mounted;
+
+    private FuseServer(string mountPoint, int fd, FuseDispatcher dispatcher, FuseOptions options)
+    {
+        MountPoint = mountPoint;
+        _fd = fd;
+        Dispatcher = dispatcher;
+        _options = options;
+        _threads = new Thread[Math.Clamp(options.Threads, 1, 64)];
+    }
+
+    public string MountPoint { get; }
+    public FuseDispatcher Dispatcher { get; }
+
+    /// <summary>True once every request thread has stopped (the connection is gone).</summary>
+    public bool HasExited => _exited.IsSet;
+
+    /// <summary>
+    /// Opens /dev/fuse, mounts it at <paramref name="mountPoint"/> (type fuse.fvd, source <paramref name="source"/>),
+    /// starts the request threads and returns once the kernel's INIT has been answered. The caller keeps
+    /// ownership of the devices. Errors are FvdExceptions with a message a user can act on.
+    /// </summary>
+    public static FuseServer Mount(string mountPoint, string source, IReadOnlyList<FuseImage> images, FuseOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        mountPoint = Path.GetFullPath(mountPoint);
+        var dispatcher = new FuseDispatcher(images, options);
+        if (Native.geteuid() != 0)
+            throw new FvdException(FvdErrorKind.PermissionDenied, "must run as root (mount(2) needs CAP_SYS_ADMIN)");
+
+        int fd = Native.open("/dev/fuse", Native.O_RDWR | Native.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            throw err == Errno.ENOENT
+                ? new FvdException(FvdErrorKind.NotFound, "/dev/fuse does not exist (modprobe fuse, or give the container /dev/fuse)")
+                : new FvdException(FvdErrorKind.Io, $"cannot open /dev/fuse: {Native.StrError(err)}");
+        }
+
+        uint uid = Native.geteuid(), gid = Native.getegid();
+        var data = string.Create(CultureInfo.InvariantCulture,
+            $"fd={fd},rootmode=40000,user_id={uid},group_id={gid},max_read={FuseProtocol.MaxWrite}");
+        if (options.EffectiveDefaultPermissions) data += ",default_permissions";
+        if (options.AllowOther) data += ",allow_other";
+        ulong flags = Native.MS_NOSUID | Native.MS_NODEV | (options.ReadOnly ? Native.MS_RDONLY : 0);
+        if (Native.mount(source, mountPoint, "fuse.fvd", flags, data) != 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            Native.close(fd);
+            throw err switch
+            {
+                Errno.ENOENT => new FvdException(FvdErrorKind.NotFound, "mountpoint does not exist", mountPoint),
+                Errno.ENOTDIR => new FvdException(FvdErrorKind.InvalidArgument, "mountpoint is not a directory", mountPoint),
+                Errno.EBUSY => new FvdException(FvdErrorKind.Busy, "mountpoint is busy", mountPoint),
+                Errno.EPERM or Errno.EACCES => new FvdException(FvdErrorKind.PermissionDenied,
+                    $"mount failed: {Native.StrError(err)} (needs root with CAP_SYS_ADMIN)", mountPoint),
+                _ => new FvdException(FvdErrorKind.Io, $"mount failed: {Native.StrError(err)}", mountPoint),
+            };
+        }
+
+        // Loop devices on FUSE can deadlock in memory reclaim; this flag helps where allowed (CAP_SYS_RESOURCE).
+        _ = Native.prctl(Native.PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+
+        var server = new FuseServer(mountPoint, fd, dispatcher, options) { _mounted = true };
+        server.Start();
+        if (!dispatcher.InitDone.WaitOne(TimeSpan.FromSeconds(30)) || !dispatcher.Initialized)
+        {
+            server.Dispose();
+            throw new FvdException(FvdErrorKind.Io, "the kernel did not complete FUSE INIT", mountPoint);
+        }
+        return server;
+    }
+
+    private void Start()
+    {
+        _running = _threads.Length;
+        for (int i = 0; i < _threads.Length; i++)
+        {
+            _threads[i] = new Thread(RequestLoop) { IsBackground = true, Name = $"fuse-{i}" };
+            _threads[i].Start();
+        }
+    }
+
+    private unsafe void RequestLoop()
+    {
+        // Per-thread pinned buffers, allocated once: nothing is allocated per request.
+        var req = GC.AllocateUninitializedArray<byte>(FuseProtocol.BufferSize, pinned: true);
+        var rep = GC.AllocateUninitializedArray<byte>(FuseProtocol.BufferSize, pinned: true);
+        try
+        {
+            fixed (byte* rp = req, wp = rep)
+            {
+                while (true)
+                {
+                    nint n = Native.read(_fd, rp, req.Length);
+                    if (n <= 0)
+                    {
+                        int err = n == 0 ? Errno.ENODEV : Marshal.GetLastPInvokeError();
+                        // EINTR: the runtime signals its threads; ENOENT: the request was interrupted; EAGAIN: spurious.
+                        if (err is Errno.EINTR or Errno.EAGAIN or Errno.ENOENT) continue;
+                        if (err != Errno.ENODEV) Console.Error.WriteLine($"fvdmount: reading /dev/fuse: {Native.StrError(err)}");
+                        return; // ENODEV: unmounted (by us or from outside)
+                    }
+                    int len;
+                    try { len = Dispatcher.Handle(new ReadOnlySpan<byte>(rp, (int)n), rep); }
+                    catch (Exception e) { Console.Error.WriteLine($"fvdmount: internal error: {e}"); continue; }
+                    if (len == 0) continue;
+                    while (Native.write(_fd, wp, len) < 0)
+                    {
+                        int err = Marshal.GetLastPInvokeError();
+                        if (err == Errno.EINTR) continue;
+                        // ENOENT: the request was interrupted or aborted meanwhile; nobody waits for the answer.
+                        if (err != Errno.ENOENT && err != Errno.ENODEV)
+                            Console.Error.WriteLine($"fvdmount: writing reply: {Native.StrError(err)}");
+                        break;
+                    }
+                }
+            }
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _running) == 0)
+            {
+                _mounted = false;
+                _exited.Set();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Unmounts. A busy mount (a file still open) is left alone unless <paramref name="lazy"/>, which detaches it
+    /// from the namespace; the connection then ends when the last user closes. The request threads see ENODEV
+    /// and stop after finishing what they were doing.
+    /// </summary>
+    public UnmountResult Unmount(bool lazy)
+    {
+        lock (_unmountLock)
+        {
+            if (!_mounted || _exited.IsSet) return UnmountResult.NotMounted;
+            if (Native.umount2(MountPoint, 0) == 0) { _mounted = false; return UnmountResult.Unmounted; }
+            int err = Marshal.GetLastPInvokeError();
+            if (err == Errno.EBUSY)
+            {
+                if (!lazy) return UnmountResult.Busy;
+                if (Native.umount2(MountPoint, Native.MNT_DETACH) == 0) { _mounted = false; return UnmountResult.Detached; }
+                err = Marshal.GetLastPInvokeError();
+            }
+            if (err == Errno.EINVAL) { _mounted = false; return UnmountResult.NotMounted; } // already gone
+            throw new FvdException(FvdErrorKind.Io, $"unmount failed: {Native.StrError(err)}", MountPoint);
+        }
+    }
+
+    /// <summary>Blocks until every request thread has stopped: all requests in flight have been answered.</summary>
+    public void WaitForExit() => _exited.Wait();
+
+    public bool WaitForExit(TimeSpan timeout) => _exited.Wait(timeout);
+
+    /// <summary>
+    /// Serves until the mount goes away: SIGTERM/SIGINT/SIGHUP call RequestStop; an external umount ends it the
+    /// same way. After the request threads have drained, calls <paramref name="onShutdown"/> (flush and close
+    /// the images there) and returns 0. Callers that must catch signals before the mount exists register their
+    /// own handlers, call RequestStop from them and use WaitAndShutdown instead.
+    /// </summary>
+    public int RunUntilStopped(Action? onShutdown)
+    {
+        var regs = new List<PosixSignalRegistration>();
+        foreach (var sig in StopSignals)
+            regs.Add(PosixSignalRegistration.Create(sig, ctx => { ctx.Cancel = true; RequestStop(); }));
+        try
+        {
+            return WaitAndShutdown(onShutdown);
+        }
+        finally
+        {
+            foreach (var r in regs) r.Dispose();
+        }
+    }
+
+    /// <summary>The signals that mean "unmount and exit".</summary>
+    public static IReadOnlyList<PosixSignal> StopSignals { get; } = [PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP];
+
+    /// <summary>Waits until every request thread has stopped, closes /dev/fuse, then calls onShutdown. Returns 0.</summary>
+    public int WaitAndShutdown(Action? onShutdown)
+    {
+        WaitForExit();
+        CloseFd();
+        onShutdown?.Invoke();
+        return 0;
+    }
+
+    /// <summary>
+    /// Unmounts on request (a stop signal). A busy mount is reported on stderr and kept serving, or detached
+    /// lazily when LazyUnmount is set. Never throws.
+    /// </summary>
+    public void RequestStop()
+    {
+        try
+        {
+            switch (Unmount(_options.LazyUnmount))
+            {
+                case UnmountResult.Busy:
+                    Console.Error.WriteLine($"fvdmount: {MountPoint} is busy (a file in it is still open), still serving. " +
+                                            $"Stop its users (qemu, losetup -d) and signal again, or run 'umount -l {MountPoint}'.");
+                    break;
+                case UnmountResult.Detached:
+                    Console.Error.WriteLine($"fvdmount: {MountPoint} was busy and is detached; exiting when its last user closes it.");
+                    break;
+                default:
+                    if (_options.Debug) Console.Error.WriteLine($"fvdmount: unmounted {MountPoint}");
+                    break;
+            }
+        }
+        catch (Exception e)
+        {
+            Console.Error.WriteLine($"fvdmount: {e.Message}");
+        }
+    }
+
+    private void CloseFd()
+    {
+        int fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0) Native.close(fd);
+    }
+
+    /// <summary>Unmounts (lazily if busy), waits briefly for the threads, closes the device.</summary>
+    public void Dispose()
+    {
+        try { Unmount(lazy: true); }
+        catch (FvdException e) { Console.Error.WriteLine($"fvdmount: {e.OneLine}"); }
+        // Closing the fd while a thread still blocks in read() would not wake it, so only close once they stopped.
+        if (_threads[0] is null || WaitForExit(TimeSpan.FromSeconds(10))) CloseFd();
+        _exited.Set();
+    }
+}
