@@ -1,0 +1,159 @@
+// fvd-img info [--output=human|json] IMAGE — every header field, read without taking the image lock.
+using System.CommandLine;
+using System.Text.Json;
+using Fvd.Core.Format;
+using Fvd.Core.Image;
+
+namespace Fvd.Img;
+
+internal sealed class InfoCommand(Cli cli) : ImgCommand(cli)
+{
+    protected override string Name => "info";
+    protected override string Description => "Show every header field of an image (works while it is mounted).";
+
+    private readonly Option<string> _output = CommonOptions.Output();
+    private readonly Option<string?> _format = CommonOptions.Format();
+    private readonly Argument<string> _image = CommonOptions.Image();
+
+    protected override void Configure(Command c)
+    {
+        c.Options.Add(_output);
+        c.Options.Add(_format);
+        c.Arguments.Add(_image);
+    }
+
+    protected override int Execute(ParseResult p)
+    {
+        CommonOptions.RequireFvd(p.GetValue(_format));
+        var info = ImageInfo.Read(p.GetValue(_image)!);
+        if (p.GetValue(_output) == "json") WriteJson(info);
+        else WriteHuman(info);
+        return ExitCode.Ok;
+    }
+
+    private static string OnOff(bool b) => b ? "on" : "off";
+    private static string YesNo(bool b) => b ? "yes" : "no";
+    private static string Rate(int kib) => kib == 0 ? "unlimited" : $"{kib} KiB/s";
+
+    private static string Features(ulong bits, IReadOnlyDictionary<ulong, string> names)
+    {
+        var l = ImageInfo.FeatureNames(bits, names);
+        return l.Count == 0 ? $"none (0x{bits:x})" : $"{string.Join(", ", l)} (0x{bits:x})";
+    }
+
+    private void WriteHuman(ImageInfo i)
+    {
+        var o = Cli.Out;
+        var h = i.Header;
+        o.WriteLine($"image: {i.Filename}");
+        o.WriteLine("file format: fvd");
+        o.WriteLine($"virtual size: {Sizes.Human(i.VirtualSize)} ({i.VirtualSize} bytes)");
+        o.WriteLine($"disk size: {Sizes.Human(i.DiskSize)}");
+        o.WriteLine($"block size: {i.BlockSize}");
+        if (i.BackingFile is not null)
+        {
+            o.WriteLine($"backing file: {i.BackingFile} (actual path: {i.BackingFullPath})");
+            o.WriteLine($"backing file format: {i.BackingFormat}");
+            string actual = i.BackingActualSize is long a ? $"{a} bytes" : "missing";
+            o.WriteLine($"backing size: {i.BackingSize} bytes covered by the bitmap (file now: {actual})");
+        }
+        o.WriteLine(i.InlineData ? $"data: inline at offset {h.DataOffset}"
+            : $"data file: {i.DataFile} (actual path: {i.DataPath}{(i.DataFileSize is null ? ", missing" : "")})");
+        o.WriteLine("Format specific information:");
+        o.WriteLine($"    version: {h.Version}");
+        o.WriteLine($"    metadata file size: {i.MetadataFileSize}");
+        o.WriteLine($"    bitmap: offset {i.BitmapOffset}, {i.BitmapLength} bytes");
+        o.WriteLine($"    blocks local: {i.BlocksLocal} / {i.BlocksTotal}");
+        o.WriteLine($"    clean: {YesNo(i.Clean)}");
+        o.WriteLine($"    prefetch finished: {YesNo(i.PrefetchFinished)}");
+        o.WriteLine($"    copy on read: {OnOff(i.CopyOnRead)}");
+        o.WriteLine($"    corrupt: {(i.Corrupt ? "true" : "false")}");
+        var pf = i.Prefetch;
+        o.WriteLine("    prefetch:");
+        o.WriteLine($"        start delay: {(pf.StartDelaySeconds < 0 ? "never" : pf.StartDelaySeconds + " s")}");
+        o.WriteLine($"        chunk: {(pf.ChunkBytes == 0 ? "default (1 MiB)" : pf.ChunkBytes + " bytes")}");
+        o.WriteLine($"        read: min {Rate(pf.MinReadKiBps)}, max {Rate(pf.MaxReadKiBps)}");
+        o.WriteLine($"        write: min {Rate(pf.MinWriteKiBps)}, max {Rate(pf.MaxWriteKiBps)}");
+        o.WriteLine($"        throttle: {pf.ThrottleMs} ms");
+        o.WriteLine($"        max outstanding copy-on-read: {pf.MaxOutstandingCorBytes} bytes");
+        o.WriteLine($"    incompatible features: {Features((ulong)h.Incompatible, ImageInfo.IncompatibleNames)}");
+        o.WriteLine($"    compatible features: {Features((ulong)h.Compatible, ImageInfo.CompatibleNames)}");
+        o.WriteLine($"    autoclear features: {Features((ulong)h.Autoclear, ImageInfo.AutoclearNames)}");
+    }
+
+    private void WriteJson(ImageInfo i)
+    {
+        var h = i.Header;
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("virtual-size", i.VirtualSize);
+            w.WriteString("filename", i.Filename);
+            w.WriteNumber("cluster-size", i.BlockSize);
+            w.WriteString("format", "fvd");
+            w.WriteNumber("actual-size", i.DiskSize);
+            w.WriteBoolean("dirty-flag", !i.Clean);
+            if (i.BackingFile is not null)
+            {
+                w.WriteString("backing-filename", i.BackingFile);
+                w.WriteString("full-backing-filename", i.BackingFullPath);
+                w.WriteString("backing-filename-format", i.BackingFormat);
+            }
+            w.WriteStartObject("format-specific");
+            w.WriteString("type", "fvd");
+            w.WriteStartObject("data");
+            w.WriteNumber("version", h.Version);
+            w.WriteNumber("block-size", i.BlockSize);
+            w.WriteNumber("metadata-file-size", i.MetadataFileSize);
+            w.WriteNumber("backing-size", i.BackingSize);
+            if (i.BackingFile is not null)
+            {
+                w.WriteBoolean("backing-present", i.BackingActualSize is not null);
+                if (i.BackingActualSize is long a) w.WriteNumber("backing-actual-size", a);
+            }
+            w.WriteBoolean("inline-data", i.InlineData);
+            if (i.InlineData) w.WriteNumber("data-offset", h.DataOffset);
+            else
+            {
+                w.WriteString("data-file", i.DataFile);
+                w.WriteString("full-data-file", i.DataPath);
+                w.WriteBoolean("data-file-present", i.DataFileSize is not null);
+            }
+            w.WriteNumber("bitmap-offset", i.BitmapOffset);
+            w.WriteNumber("bitmap-length", i.BitmapLength);
+            w.WriteNumber("blocks-local", i.BlocksLocal);
+            w.WriteNumber("blocks-total", i.BlocksTotal);
+            w.WriteBoolean("clean", i.Clean);
+            w.WriteBoolean("prefetch-finished", i.PrefetchFinished);
+            w.WriteBoolean("copy-on-read", i.CopyOnRead);
+            w.WriteBoolean("corrupt", i.Corrupt);
+            w.WriteNumber("flags", (uint)h.Flags);
+            var pf = i.Prefetch;
+            w.WriteStartObject("prefetch");
+            w.WriteNumber("start-delay", pf.StartDelaySeconds);
+            w.WriteNumber("chunk", pf.ChunkBytes);
+            w.WriteNumber("min-read", pf.MinReadKiBps);
+            w.WriteNumber("max-read", pf.MaxReadKiBps);
+            w.WriteNumber("min-write", pf.MinWriteKiBps);
+            w.WriteNumber("max-write", pf.MaxWriteKiBps);
+            w.WriteNumber("throttle", pf.ThrottleMs);
+            w.WriteNumber("max-outstanding-cor", pf.MaxOutstandingCorBytes);
+            w.WriteEndObject();
+            WriteFeatures(w, "incompatible-features", (ulong)h.Incompatible, ImageInfo.IncompatibleNames);
+            WriteFeatures(w, "compatible-features", (ulong)h.Compatible, ImageInfo.CompatibleNames);
+            WriteFeatures(w, "autoclear-features", (ulong)h.Autoclear, ImageInfo.AutoclearNames);
+            w.WriteEndObject();
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        Cli.Out.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+    }
+
+    private static void WriteFeatures(Utf8JsonWriter w, string name, ulong bits, IReadOnlyDictionary<ulong, string> names)
+    {
+        w.WriteStartArray(name);
+        foreach (var n in ImageInfo.FeatureNames(bits, names)) w.WriteStringValue(n);
+        w.WriteEndArray();
+    }
+}

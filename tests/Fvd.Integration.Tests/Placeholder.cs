@@ -1,1 +1,0 @@
-namespace Fvd.Integration.Tests; public class IntegrationPlaceholder { }
