@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Turns bench/results/raw/*.json into results.json, results.md and plots (gnuplot, SVG + PNG).
+usage: report.py RAWDIR OUTDIR"""
+import glob, json, os, shutil, subprocess, sys
+
+raw, out = sys.argv[1], sys.argv[2]
+meta = json.load(open(os.path.join(raw, "meta.json")))
+VIEWS = ["host", "qsd-raw", "qsd-qcow2", "fvd", "fvd-nb"]
+LABEL = {"host": "(a) host O_DIRECT", "qsd-raw": "(b) qsd raw", "qsd-qcow2": "(c) qsd qcow2",
+         "fvd": "(d) FVD", "fvd-nb": "(e) FVD no backing"}
+PHASES = ["first", "second", "read"]
+
+
+def load(p):
+    try:
+        return json.load(open(p))
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- RandIO
+randio = {}  # (region, bs, mode, phase) -> view -> {"mbs", "iops"}
+for p in glob.glob(os.path.join(raw, "randio.*.json")):
+    _, view, region, bs, mode, phase, _ = os.path.basename(p).split(".")
+    j = load(p)
+    if not j:
+        continue
+    side = j["jobs"][0]["read" if phase == "read" else "write"]
+    randio.setdefault((region, bs, mode, phase), {})[view] = {
+        "mbs": side["bw_bytes"] / 1e6, "iops": side["iops"],
+        "lat_us": side["clat_ns"]["mean"] / 1000 if "clat_ns" in side else None}
+
+
+def order(keys):
+    bsk = {"4k": 0, "64k": 1}
+    mk = {"qd1": 0, "qd8": 1, "4thr": 2}
+    return sorted(keys, key=lambda k: (k[0] != "backed", bsk.get(k[1], 9), mk.get(k[2], 9), PHASES.index(k[3])))
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(x, d=1):
+    return "–" if x is None else f"{x:.{d}f}"
+
+
+postmark = {v: load(os.path.join(raw, f"postmark.{v}.json")) for v in VIEWS}
+trace = {}
+for p in glob.glob(os.path.join(raw, "trace.*.json")):
+    parts = os.path.basename(p).split(".")
+    if len(parts) == 4:
+        trace.setdefault(parts[2], {})[parts[1]] = load(p)
+foot = load(os.path.join(raw, "footprint.json"))
+elapsed = load(os.path.join(raw, "elapsed.json"))
+
+
+def rv(region, bs, mode, phase, view):
+    return randio.get((region, bs, mode, phase), {}).get(view, {}).get("mbs")
+
+
+# ---------------------------------------------------------------- targets (same-run ratios)
+targets = []
+
+
+def target(name, value, goal, cmp, note=""):
+    met = None if value is None else (value >= goal if cmp == ">=" else value <= goal)
+    targets.append({"target": name, "value": value, "goal": f"{cmp} {goal}", "met": met, "note": note})
+
+
+target("4K first writes, backed region, QD1: FVD / qsd-qcow2", ratio(rv("backed", "4k", "qd1", "first", "fvd"), rv("backed", "4k", "qd1", "first", "qsd-qcow2")), 2.0, ">=")
+target("64K first writes, backed region, QD1: FVD / qsd-qcow2", ratio(rv("backed", "64k", "qd1", "first", "fvd"), rv("backed", "64k", "qd1", "first", "qsd-qcow2")), 1.5, ">=")
+target("No backing, 4K QD1 first writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "qd1", "first", "fvd-nb"), rv("backed", "4k", "qd1", "first", "qsd-raw")), 1.3, ">=")
+target("No backing, 4K QD1 second writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "qd1", "second", "fvd-nb"), rv("backed", "4k", "qd1", "second", "qsd-raw")), 1.3, ">=")
+target("No backing, 4K QD1 reads: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "qd1", "read", "fvd-nb"), rv("backed", "4k", "qd1", "read", "qsd-raw")), 1.3, ">=")
+target("4 threads 4K first writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "4thr", "first", "fvd-nb"), rv("backed", "4k", "4thr", "first", "qsd-raw")), 1.8, ">=",
+       "qsd 7.2 corrupts concurrent direct writes (peer-findings.md): its number is for wrong answers")
+target("4 threads 4K second writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "4thr", "second", "fvd-nb"), rv("backed", "4k", "4thr", "second", "qsd-raw")), 1.8, ">=",
+       "same caveat")
+pm = lambda v, k: (postmark.get(v) or {}).get(k)
+target("PostMark file creation: FVD / qsd-qcow2", ratio(pm("fvd", "create_files_per_s"), pm("qsd-qcow2", "create_files_per_s")), 1.5, ">=")
+tb = trace.get("backed", {})
+tq, tf = tb.get("qsd-qcow2"), tb.get("fvd")
+target("I/O count per first write (backed, 4K QD1): FVD / qsd-qcow2", ratio(tf and tf["per_1000"]["total"], tq and tq["per_1000"]["total"]), 0.6, "<=")
+target("Mean normalized seek distance (backed first writes): FVD / qsd-qcow2", ratio(tf and tf["mean_seek"], tq and tq["mean_seek"]), 0.2, "<=",
+       "same-file consecutive accesses; file switches counted apart")
+if foot:
+    target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=")
+    target("1 TiB: FVD daemon RSS after 4000 random 4K I/Os (MiB)", max(foot["fvd_rss_after_io"]["rss_kib"], foot["fvd_rss_after_io"]["hwm_kib"]) / 1024, 64.0, "<=",
+           "peak (VmHWM)")
+
+# ---------------------------------------------------------------- JSON
+result = {"meta": meta, "elapsed": elapsed,
+          "randio": [{"region": k[0], "bs": k[1], "mode": k[2], "phase": k[3], "views": randio[k]} for k in order(randio)],
+          "postmark": postmark, "trace": trace, "footprint": foot, "targets": targets}
+os.makedirs(out, exist_ok=True)
+json.dump(result, open(os.path.join(out, "results.json"), "w"), indent=1)
+
+# ---------------------------------------------------------------- Markdown
+L = []
+L.append(f"# FvdFuse benchmark results ({meta['mode']} mode)\n")
+L.append(f"{meta['date']}, commit {meta['git']}, kernel {meta['kernel']}, {meta['cpus']} CPUs; {meta['qsd_version']}; {meta['fio_version']}. "
+         f"Template {meta['template_bytes'] >> 20} MiB of random data, virtual disks {meta['virtual_bytes'] >> 20} MiB. "
+         f"FVD served by `{meta['fvd_server']}`; qsd host I/O cache.direct={meta['qsd_cache_direct']} (the FVD driver uses the page cache too). "
+         f"Other work ran on this machine: compare ratios within this run only.\n")
+L.append("Views: (a) host file, O_DIRECT; (b) qemu-storage-daemon FUSE export of a raw copy of the template; "
+         "(c) same daemon, qcow2 over the template; (d) FVD over the template; (e) FVD without backing. "
+         "fio with direct=1 on every view; QD1 = psync, QD8 = libaio iodepth 8, 4thr = 4 psync jobs on disjoint quarters. "
+         "`backed` = inside the template, `pastend` = past its end. first/second = first and second write of every block of a slice, read = then read it.\n")
+L.append("**Caveat**: qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so its QD8 and 4thr write numbers (marked †) are the speed of a wrong answer.\n")
+L.append("## Targets\n")
+L.append("| target | value | goal | met |")
+L.append("|---|---|---|---|")
+for t in targets:
+    L.append(f"| {t['target']} | {fmt(t['value'], 2)} | {t['goal']} | {'yes' if t['met'] else 'no' if t['met'] is not None else 'n/a'} |"
+             + (f" {t['note']}" if t["note"] else ""))
+L.append("\n## RandIO (MB/s; ratios are FVD / (c) and FVD / (a))\n")
+L.append("| region | bs | mode | phase | " + " | ".join(LABEL[v] for v in VIEWS) + " | (d)/(c) | (e)/(b) | (d)/(a) |")
+L.append("|" + "---|" * (4 + len(VIEWS) + 3))
+for k in order(randio):
+    row = randio[k]
+    cells = []
+    for v in VIEWS:
+        x = row.get(v, {}).get("mbs")
+        dag = "†" if v.startswith("qsd") and k[2] != "qd1" and k[3] != "read" else ""
+        cells.append(fmt(x) + dag)
+    g = lambda v: row.get(v, {}).get("mbs")
+    L.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) +
+             f" | {fmt(ratio(g('fvd'), g('qsd-qcow2')), 2)} | {fmt(ratio(g('fvd-nb'), g('qsd-raw')), 2)} | {fmt(ratio(g('fvd'), g('host')), 2)} |")
+if any(postmark.values()):
+    L.append("\n## PostMark (ext4 in a loop device over each view)\n")
+    L.append(f"{meta['pm_files']} files of 10–50 KB, {meta['pm_transactions']} transactions, ext4 mounted `-o {meta['pm_mount_opts']}`; "
+             "loop devices over FUSE views are buffered (qsd corrupts direct ones), over the host file direct. Phase times from PostMark's progress output.\n")
+    L.append("| view | creation files/s | transactions/s | creation vs (c) | creation vs (a) | tx vs (c) |")
+    L.append("|---|---|---|---|---|---|")
+    for v in VIEWS:
+        j = postmark.get(v)
+        if not j:
+            continue
+        L.append(f"| {LABEL[v]} | {j['create_files_per_s']:.0f} | {j['transactions_per_s']:.0f} | "
+                 f"{fmt(ratio(j['create_files_per_s'], pm('qsd-qcow2', 'create_files_per_s')), 2)} | "
+                 f"{fmt(ratio(j['create_files_per_s'], pm('host', 'create_files_per_s')), 2)} | "
+                 f"{fmt(ratio(j['transactions_per_s'], pm('qsd-qcow2', 'transactions_per_s')), 2)} |")
+for region, rows in sorted(trace.items()):
+    L.append(f"\n## I/O reaching the image files per 1,000 guest 4 KiB first writes at QD1 ({region} region; strace)\n")
+    L.append("| view | reads | writes | flushes | total | mean seek (same file) | file switches / access | seek, switch = 1 |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for v in VIEWS:
+        j = rows.get(v)
+        if not j:
+            continue
+        p = j["per_1000"]
+        L.append(f"| {LABEL[v]} | {p['reads']:.0f} | {p['writes']:.0f} | {p['flushes']:.0f} | {p['total']:.0f} | {j['mean_seek']:.4f} | "
+                 f"{j['file_switches'] / max(j['accesses'] - 1, 1):.2f} | {j['mean_seek_switch_as_1']:.4f} |")
+    L.append("\nPer file: " + "; ".join(f"{LABEL[v]}: " + ", ".join(f"{n} r{d['reads']}/w{d['writes']}/f{d['flushes']}" for n, d in rows[v]["per_file"].items())
+                                       for v in VIEWS if rows.get(v)))
+if foot:
+    mib = lambda b: b / 2**20
+    L.append("\n## Footprint: 1 TiB virtual disk over a 1 TiB sparse template\n")
+    L.append(f"FVD: {foot['fvd_info']}; created in {foot['fvd_create_s']:.2f} s.\n")
+    L.append("| | FVD | qcow2 (qsd) |")
+    L.append("|---|---|---|")
+    L.append(f"| metadata file size (MiB) | {mib(foot['fvd_meta_bytes']):.2f} | {mib(foot['qcow2_file_bytes']):.2f} (after create) |")
+    L.append(f"| metadata allocated (MiB) | {mib(foot['fvd_meta_alloc_bytes']):.2f} | {mib(foot['qcow2_alloc_bytes']):.2f} |")
+    L.append(f"| daemon RSS idle (MiB) | {foot['fvd_rss_idle']['rss_kib'] / 1024:.1f} | {foot['qsd_rss_idle']['rss_kib'] / 1024:.1f} |")
+    L.append(f"| daemon RSS after 4000 random 4K I/Os / peak (MiB) | {foot['fvd_rss_after_io']['rss_kib'] / 1024:.1f} / {foot['fvd_rss_after_io']['hwm_kib'] / 1024:.1f} | "
+             f"{foot['qsd_rss_after_io']['rss_kib'] / 1024:.1f} / {foot['qsd_rss_after_io']['hwm_kib'] / 1024:.1f} |")
+if elapsed:
+    L.append(f"\nTotal run time: {elapsed['elapsed_s']} s.")
+L.append("\nPlots: `randio.svg` (`.png`), `seek-hist.svg` (`.png`). Raw fio/strace/PostMark output in `raw/`.")
+open(os.path.join(out, "results.md"), "w").write("\n".join(L) + "\n")
+
+# ---------------------------------------------------------------- plots
+if shutil.which("gnuplot") and randio:
+    keys = [k for k in order(randio) if k[2] == "qd1"] or order(randio)
+    with open(os.path.join(out, "randio.dat"), "w") as f:
+        f.write("label " + " ".join(f'"{LABEL[v]}"' for v in VIEWS) + "\n")
+        for k in keys:
+            f.write(f'"{k[0]} {k[1]} {k[3]}" ' + " ".join(fmt(randio[k].get(v, {}).get("mbs"), 2).replace("–", "0") for v in VIEWS) + "\n")
+    for term, ext in (("svg size 1200,500 dynamic", "svg"), ("pngcairo size 1200,500", "png")):
+        gp = f"""set terminal {term}
+set output '{os.path.join(out, 'randio.' + ext)}'
+set title 'RandIO, QD1 (MB/s, higher is better)'
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set key top left
+set xtics rotate by -35
+set ylabel 'MB/s'
+set logscale y
+set grid ytics
+plot for [i=2:{len(VIEWS) + 1}] '{os.path.join(out, 'randio.dat')}' using i:xtic(1) title columnheader(i)
+"""
+        r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
+        if r.returncode and ext == "png":  # no cairo: fall back to the plain png terminal
+            subprocess.run(["gnuplot"], input=gp.replace("pngcairo", "png"), text=True)
+if shutil.which("gnuplot") and trace.get("backed"):
+    rows = trace["backed"]
+    vs = [v for v in VIEWS if rows.get(v)]
+    with open(os.path.join(out, "seek-hist.dat"), "w") as f:
+        f.write("bin " + " ".join(f'"{LABEL[v]}"' for v in vs) + "\n")
+        for i in range(20):
+            f.write(f'"{i / 20:.2f}" ' + " ".join(str(rows[v]["hist_bins"][i]) for v in vs) + "\n")
+    for term, ext in (("svg size 1000,450 dynamic", "svg"), ("pngcairo size 1000,450", "png")):
+        gp = f"""set terminal {term}
+set output '{os.path.join(out, 'seek-hist.' + ext)}'
+set title 'Normalized seek distance between consecutive accesses to the same image file (1,000 4K first writes, backed region)'
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set xlabel 'normalized seek distance (bin start)'
+set ylabel 'count'
+set logscale y
+set yrange [0.8:*]
+set grid ytics
+plot for [i=2:{len(vs) + 1}] '{os.path.join(out, 'seek-hist.dat')}' using i:xtic(1) title columnheader(i)
+"""
+        r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
+        if r.returncode and ext == "png":
+            subprocess.run(["gnuplot"], input=gp.replace("pngcairo", "png"), text=True)
+print(os.path.join(out, "results.md"))
