@@ -74,7 +74,7 @@ log "building FVD tools"
 dotnet publish "$HERE/tools/FvdBenchTool/FvdBenchTool.csproj" -c Release -o "$BUILD/tool" -nologo -v quiet >&2
 TOOL=$BUILD/tool/fvd-bench-tool
 SERVER=fvd-bench-tool
-if grep -q "FvdImage" "$ROOT/src/Fvd.Mount/ImageOpener.cs" 2>/dev/null; then
+if grep -v '^[[:space:]]*//' "$ROOT/src/Fvd.Mount/ImageOpener.cs" 2>/dev/null | grep -q "FvdImage\.Open"; then
     dotnet publish "$ROOT/src/Fvd.Mount/Fvd.Mount.csproj" -c Release -o "$BUILD/fvdmount" -nologo -v quiet >&2
     SERVER=fvdmount
 fi
@@ -197,17 +197,17 @@ randio() {
 
 # ---------------------------------------------------------------- strace: I/O per 1,000 first writes
 trace_io() {
-    log "I/O count and seek distance: $TRACE_IOS first writes of 4 KiB at QD1 under strace"
+    log "I/O count and seek distance: $TRACE_IOS first writes of 4 KiB at QD1 (then one fsync) under strace"
     new_set trace
     local view region off st
     for region in backed pastend; do
-        [[ $region == backed ]] && off=$((T / 2)) || off=$((T + T / 2))
+        [[ $region == backed ]] && off=0 || off=$T   # 1,000 random 4K writes spread over T
         for view in qsd-raw qsd-qcow2 fvd fvd-nb; do
             strace -f -y -s 0 -e trace=pread64,pwrite64,preadv,pwritev,preadv2,pwritev2,read,write,fdatasync,fsync,sync_file_range \
                 -o "$RAW/trace.$view.$region.log" -p "${PID_OF[$view]}" 2> /dev/null &
             st=$!
             sleep 1
-            fio_run "$RAW/trace.$view.$region.fio.json" "${DEV[$view]}" randwrite 4k qd1 $off $((4 * MiB * TRACE_IOS / 1000 * 2)) --number_ios=$TRACE_IOS
+            fio_run "$RAW/trace.$view.$region.fio.json" "${DEV[$view]}" randwrite 4k qd1 $off $T --number_ios=$TRACE_IOS --end_fsync=1
             sleep 0.5
             kill -INT "$st"; wait "$st" 2>/dev/null || true
             # shellcheck disable=SC2086
@@ -251,6 +251,7 @@ footprint() {
     truncate -s 1T "$S/tpl1t.raw"
     t0=$(date +%s.%N); "$TOOL" create "$S/big.fvd" $((1 << 40)) "$S/tpl1t.raw"; t1=$(date +%s.%N)
     qemu-img create -q -f qcow2 -b "$S/tpl1t.raw" -F raw "$S/big.qcow2" 1T
+    local q_created; q_created=$(stat -c %s "$S/big.qcow2")
     local fvd_info; fvd_info=$("$TOOL" info "$S/big.fvd")
     start_fvd fvd-1t "$S/big.fvd" "$S/fmnt"
     start_qsd qsd-qcow2-1t "$S/big.qcow2" qcow2 "$S/q.view"
@@ -263,11 +264,11 @@ footprint() {
     local busy_f busy_q; busy_f=$(rss_of "${PID_OF[fvd-1t]}"); busy_q=$(rss_of "${PID_OF[qsd-qcow2-1t]}")
     stop_daemons
     cat > "$RAW/footprint.json" <<EOF
-{"virtual_bytes": $((1 << 40)), "fvd_create_s": $(echo "$t1 - $t0" | bc -l 2>/dev/null || python3 -c "print($t1-$t0)"),
+{"virtual_bytes": $((1 << 40)), "fvd_create_s": $(python3 -c "print($t1 - $t0)"),
  "fvd_info": "$fvd_info",
  "fvd_meta_bytes": $(stat -c %s "$S/big.fvd"), "fvd_meta_alloc_bytes": $(($(stat -c %b "$S/big.fvd") * 512)),
- "fvd_data_alloc_bytes": $(($(stat -c %b "$S/big.data") * 512)),
- "qcow2_file_bytes": $(stat -c %s "$S/big.qcow2"), "qcow2_alloc_bytes": $(($(stat -c %b "$S/big.qcow2") * 512)),
+ "fvd_data_alloc_bytes_after_io": $(($(stat -c %b "$S/big.data") * 512)),
+ "qcow2_created_bytes": $q_created, "qcow2_file_bytes_after_io": $(stat -c %s "$S/big.qcow2"), "qcow2_alloc_bytes_after_io": $(($(stat -c %b "$S/big.qcow2") * 512)),
  "fvd_rss_idle": $idle_f, "fvd_rss_after_io": $busy_f, "qsd_rss_idle": $idle_q, "qsd_rss_after_io": $busy_q}
 EOF
     rm -rf "$S"

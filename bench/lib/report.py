@@ -85,7 +85,7 @@ target("I/O count per first write (backed, 4K QD1): FVD / qsd-qcow2", ratio(tf a
 target("Mean normalized seek distance (backed first writes): FVD / qsd-qcow2", ratio(tf and tf["mean_seek"], tq and tq["mean_seek"]), 0.2, "<=",
        "same-file consecutive accesses; file switches counted apart")
 if foot:
-    target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=")
+    target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 MiB bitmap + header")
     target("1 TiB: FVD daemon RSS after 4000 random 4K I/Os (MiB)", max(foot["fvd_rss_after_io"]["rss_kib"], foot["fvd_rss_after_io"]["hwm_kib"]) / 1024, 64.0, "<=",
            "peak (VmHWM)")
 
@@ -112,7 +112,7 @@ L.append("## Targets\n")
 L.append("| target | value | goal | met |")
 L.append("|---|---|---|---|")
 for t in targets:
-    L.append(f"| {t['target']} | {fmt(t['value'], 2)} | {t['goal']} | {'yes' if t['met'] else 'no' if t['met'] is not None else 'n/a'} |"
+    L.append(f"| {t['target']} | {fmt(t['value'], 3 if t['value'] is not None and t['value'] < 10 else 1)} | {t['goal']} | {'yes' if t['met'] else 'no' if t['met'] is not None else 'n/a'} |"
              + (f" {t['note']}" if t["note"] else ""))
 L.append("\n## RandIO (MB/s; ratios are FVD / (c) and FVD / (a))\n")
 L.append("| region | bs | mode | phase | " + " | ".join(LABEL[v] for v in VIEWS) + " | (d)/(c) | (e)/(b) | (d)/(a) |")
@@ -160,8 +160,8 @@ if foot:
     L.append(f"FVD: {foot['fvd_info']}; created in {foot['fvd_create_s']:.2f} s.\n")
     L.append("| | FVD | qcow2 (qsd) |")
     L.append("|---|---|---|")
-    L.append(f"| metadata file size (MiB) | {mib(foot['fvd_meta_bytes']):.2f} | {mib(foot['qcow2_file_bytes']):.2f} (after create) |")
-    L.append(f"| metadata allocated (MiB) | {mib(foot['fvd_meta_alloc_bytes']):.2f} | {mib(foot['qcow2_alloc_bytes']):.2f} |")
+    L.append(f"| metadata file after create (bytes) | {foot['fvd_meta_bytes']} ({mib(foot['fvd_meta_bytes']):.3f} MiB) | {foot['qcow2_created_bytes']} ({mib(foot['qcow2_created_bytes']):.3f} MiB) |")
+    L.append(f"| after 4000 random 4K I/Os (2000 writes): allocated MiB | meta {mib(foot['fvd_meta_alloc_bytes']):.2f} + data {mib(foot['fvd_data_alloc_bytes_after_io']):.2f} | {mib(foot['qcow2_alloc_bytes_after_io']):.2f} (data + metadata) |")
     L.append(f"| daemon RSS idle (MiB) | {foot['fvd_rss_idle']['rss_kib'] / 1024:.1f} | {foot['qsd_rss_idle']['rss_kib'] / 1024:.1f} |")
     L.append(f"| daemon RSS after 4000 random 4K I/Os / peak (MiB) | {foot['fvd_rss_after_io']['rss_kib'] / 1024:.1f} / {foot['fvd_rss_after_io']['hwm_kib'] / 1024:.1f} | "
              f"{foot['qsd_rss_after_io']['rss_kib'] / 1024:.1f} / {foot['qsd_rss_after_io']['hwm_kib'] / 1024:.1f} |")
