@@ -19,16 +19,29 @@ def load(p):
 
 
 # ---------------------------------------------------------------- RandIO
-randio = {}  # (region, bs, mode, phase) -> view -> {"mbs", "iops"}
+randio = {}  # (region, bs, mode, phase) -> view -> {"mbs", "iops", "p50_us", "reps"}: medians over reps
+samples = {}
 for p in glob.glob(os.path.join(raw, "randio.*.json")):
-    _, view, region, bs, mode, phase, _ = os.path.basename(p).split(".")
+    parts = os.path.basename(p).split(".")
+    view, region, bs, mode, phase = parts[1:6]
     j = load(p)
     if not j:
         continue
     side = j["jobs"][0]["read" if phase == "read" else "write"]
-    randio.setdefault((region, bs, mode, phase), {})[view] = {
-        "mbs": side["bw_bytes"] / 1e6, "iops": side["iops"],
-        "lat_us": side["clat_ns"]["mean"] / 1000 if "clat_ns" in side else None}
+    samples.setdefault((region, bs, mode, phase), {}).setdefault(view, []).append(
+        (side["bw_bytes"] / 1e6, side["iops"], side["clat_ns"]["percentile"]["50.000000"] / 1000))
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+for k, views in samples.items():
+    for v, reps in views.items():
+        randio.setdefault(k, {})[v] = {"mbs": median([r[0] for r in reps]), "iops": median([r[1] for r in reps]),
+                                       "p50_us": median([r[2] for r in reps]), "mbs_reps": [r[0] for r in reps]}
 
 
 def order(keys):
@@ -59,24 +72,36 @@ def rv(region, bs, mode, phase, view):
     return randio.get((region, bs, mode, phase), {}).get(view, {}).get("mbs")
 
 
+def lat_ratio(region, bs, mode, phase, a, b):
+    """b's median latency / a's: how much faster a is by median request latency (robust to load spikes)."""
+    la = randio.get((region, bs, mode, phase), {}).get(a, {}).get("p50_us")
+    lb = randio.get((region, bs, mode, phase), {}).get(b, {}).get("p50_us")
+    return lb / la if la and lb else None
+
+
 # ---------------------------------------------------------------- targets (same-run ratios)
 targets = []
 
 
-def target(name, value, goal, cmp, note=""):
+def target(name, value, goal, cmp, note="", by_latency=None):
     met = None if value is None else (value >= goal if cmp == ">=" else value <= goal)
-    targets.append({"target": name, "value": value, "goal": f"{cmp} {goal}", "met": met, "note": note})
+    targets.append({"target": name, "value": value, "goal": f"{cmp} {goal}", "met": met, "note": note,
+                    "by_median_latency": by_latency})
 
 
-target("4K first writes, backed region, QD1: FVD / qsd-qcow2", ratio(rv("backed", "4k", "qd1", "first", "fvd"), rv("backed", "4k", "qd1", "first", "qsd-qcow2")), 2.0, ">=")
-target("64K first writes, backed region, QD1: FVD / qsd-qcow2", ratio(rv("backed", "64k", "qd1", "first", "fvd"), rv("backed", "64k", "qd1", "first", "qsd-qcow2")), 1.5, ">=")
-target("No backing, 4K QD1 first writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "qd1", "first", "fvd-nb"), rv("backed", "4k", "qd1", "first", "qsd-raw")), 1.3, ">=")
-target("No backing, 4K QD1 second writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "qd1", "second", "fvd-nb"), rv("backed", "4k", "qd1", "second", "qsd-raw")), 1.3, ">=")
-target("No backing, 4K QD1 reads: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "qd1", "read", "fvd-nb"), rv("backed", "4k", "qd1", "read", "qsd-raw")), 1.3, ">=")
-target("4 threads 4K first writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "4thr", "first", "fvd-nb"), rv("backed", "4k", "4thr", "first", "qsd-raw")), 1.8, ">=",
-       "qsd 7.2 corrupts concurrent direct writes (peer-findings.md): its number is for wrong answers")
-target("4 threads 4K second writes: FVD-nb / qsd-raw", ratio(rv("backed", "4k", "4thr", "second", "fvd-nb"), rv("backed", "4k", "4thr", "second", "qsd-raw")), 1.8, ">=",
-       "same caveat")
+def rtarget(name, region, bs, mode, phase, a, b, goal, note=""):
+    target(name, ratio(rv(region, bs, mode, phase, a), rv(region, bs, mode, phase, b)), goal, ">=", note,
+           lat_ratio(region, bs, mode, phase, a, b))
+
+
+rtarget("4K first writes, backed region, QD1: FVD / qsd-qcow2", "backed", "4k", "qd1", "first", "fvd", "qsd-qcow2", 2.0)
+rtarget("64K first writes, backed region, QD1: FVD / qsd-qcow2", "backed", "64k", "qd1", "first", "fvd", "qsd-qcow2", 1.5)
+rtarget("No backing, 4K QD1 first writes: FVD-nb / qsd-raw", "backed", "4k", "qd1", "first", "fvd-nb", "qsd-raw", 1.3)
+rtarget("No backing, 4K QD1 second writes: FVD-nb / qsd-raw", "backed", "4k", "qd1", "second", "fvd-nb", "qsd-raw", 1.3)
+rtarget("No backing, 4K QD1 reads: FVD-nb / qsd-raw", "backed", "4k", "qd1", "read", "fvd-nb", "qsd-raw", 1.3)
+rtarget("4 threads 4K first writes: FVD-nb / qsd-raw", "backed", "4k", "4thr", "first", "fvd-nb", "qsd-raw", 1.8,
+        "qsd 7.2 corrupts concurrent direct writes (peer-findings.md): its number is the speed of wrong answers")
+rtarget("4 threads 4K second writes: FVD-nb / qsd-raw", "backed", "4k", "4thr", "second", "fvd-nb", "qsd-raw", 1.8, "same caveat")
 pm = lambda v, k: (postmark.get(v) or {}).get(k)
 target("PostMark file creation: FVD / qsd-qcow2", ratio(pm("fvd", "create_files_per_s"), pm("qsd-qcow2", "create_files_per_s")), 1.5, ">=")
 tb = trace.get("backed", {})
@@ -109,12 +134,13 @@ L.append("Views: (a) host file, O_DIRECT; (b) qemu-storage-daemon FUSE export of
          "`backed` = inside the template, `pastend` = past its end. first/second = first and second write of every block of a slice, read = then read it.\n")
 L.append("**Caveat**: qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so its QD8 and 4thr write numbers (marked †) are the speed of a wrong answer.\n")
 L.append("## Targets\n")
-L.append("| target | value | goal | met |")
-L.append("|---|---|---|---|")
+L.append("RandIO ratios are of fio throughput (median over reps); the last column gives the same ratio by median request latency, which load from other processes disturbs less.\n")
+L.append("| target | value | goal | met | by median latency | note |")
+L.append("|---|---|---|---|---|---|")
 for t in targets:
-    L.append(f"| {t['target']} | {fmt(t['value'], 3 if t['value'] is not None and t['value'] < 10 else 1)} | {t['goal']} | {'yes' if t['met'] else 'no' if t['met'] is not None else 'n/a'} |"
-             + (f" {t['note']}" if t["note"] else ""))
-L.append("\n## RandIO (MB/s; ratios are FVD / (c) and FVD / (a))\n")
+    L.append(f"| {t['target']} | {fmt(t['value'], 3 if t['value'] is not None and t['value'] < 10 else 1)} | {t['goal']} | "
+             f"{'yes' if t['met'] else 'no' if t['met'] is not None else 'n/a'} | {fmt(t['by_median_latency'], 2) if t['by_median_latency'] else ''} | {t['note']} |")
+L.append("\n## RandIO: MB/s (median request latency in µs); ratios of MB/s\n")
 L.append("| region | bs | mode | phase | " + " | ".join(LABEL[v] for v in VIEWS) + " | (d)/(c) | (e)/(b) | (d)/(a) |")
 L.append("|" + "---|" * (4 + len(VIEWS) + 3))
 for k in order(randio):
@@ -122,8 +148,9 @@ for k in order(randio):
     cells = []
     for v in VIEWS:
         x = row.get(v, {}).get("mbs")
+        lat = row.get(v, {}).get("p50_us")
         dag = "†" if v.startswith("qsd") and k[2] != "qd1" and k[3] != "read" else ""
-        cells.append(fmt(x) + dag)
+        cells.append(fmt(x) + dag + (f" ({lat:.0f})" if lat else ""))
     g = lambda v: row.get(v, {}).get("mbs")
     L.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) +
              f" | {fmt(ratio(g('fvd'), g('qsd-qcow2')), 2)} | {fmt(ratio(g('fvd-nb'), g('qsd-raw')), 2)} | {fmt(ratio(g('fvd'), g('host')), 2)} |")
