@@ -11,6 +11,7 @@
 #   QSD_CACHE_DIRECT=on|off (qsd host I/O; default off = page cache, like the FVD driver),
 #   PM_MOUNT_OPTS (guest ext4 options for PostMark, default sync), KEEP_WORK=1, SKIP=randio,postmark,strace,footprint
 set -Eeuo pipefail
+{ # the whole script is one compound command, so bash parses it before running: editing it mid-run is safe
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -34,14 +35,15 @@ if [[ $MODE == quick ]]; then
     T=$((256 * MiB)); V=$((1024 * MiB))
     COMBOS="4k:qd1 64k:qd1 4k:4thr"
     SLICE_4K=$((16 * MiB)); SLICE_64K=$((64 * MiB)); REPS=1
-    PM_FILES=1000; PM_TRANS=2000
+    PM_FILES=300; PM_TRANS=600
 else
     T=$((1024 * MiB)); V=$((4096 * MiB))
     COMBOS="4k:qd1 64k:qd1 4k:qd8 64k:qd8 4k:4thr 64k:4thr"
     SLICE_4K=$((32 * MiB)); SLICE_64K=$((64 * MiB)); REPS=3
-    PM_FILES=4000; PM_TRANS=10000
+    PM_FILES=2000; PM_TRANS=4000
 fi
 TRACE_IOS=1000
+PM_TRACE_FILES=200; PM_TRACE_TRANS=300
 VIEWS="host qsd-raw qsd-qcow2 fvd fvd-nb"
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -87,7 +89,7 @@ cat > "$RAW/meta.json" <<EOF
  "kernel": "$(uname -r)", "cpus": $(nproc), "template_bytes": $T, "virtual_bytes": $V,
  "fvd_server": "$SERVER", "qsd_version": "$(qemu-storage-daemon --version | head -1)",
  "fio_version": "$(fio --version)", "qsd_cache_direct": "$QSD_CACHE_DIRECT", "pm_mount_opts": "$PM_MOUNT_OPTS",
- "combos": "$COMBOS", "slice_4k": $SLICE_4K, "reps": $REPS, "slice_64k": $SLICE_64K, "pm_files": $PM_FILES, "pm_transactions": $PM_TRANS}
+ "combos": "$COMBOS", "slice_4k": $SLICE_4K, "reps": $REPS, "slice_64k": $SLICE_64K, "pm_trace_files": $PM_TRACE_FILES, "pm_files": $PM_FILES, "pm_transactions": $PM_TRANS}
 EOF
 
 log "template: $((T / MiB)) MiB of random data; virtual disks $((V / MiB)) MiB"
@@ -131,11 +133,20 @@ start_fvd() { # view image mountdir
     wait_fuse "$mnt" "$pid"
     DEV[$view]=$mnt/$(basename "${img%.*}").raw
 }
+# SIGTERM each daemon; a detached loop device can keep a mount busy for a moment, and a busy mount makes the
+# daemon keep serving, so signal again each second, and after 15 s detach the mount lazily.
 stop_daemons() {
-    local p m
+    local p m i
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for i in $(seq 30); do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        (( alive )) || break
+        sleep 0.5
+        if (( i % 2 == 0 )); then for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; fi
+    done
     for m in "${FUSE_MNTS[@]}"; do grep -q " $m fuse" /proc/mounts && umount -l "$m" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     PIDS=(); FUSE_MNTS=()
 }
 # A fresh set of the five views over the same template, all the same virtual size.
@@ -154,8 +165,8 @@ new_set() { # name
     start_fvd fvd-nb "$S/n.fvd" "$S/nmnt"
     IMGFILES[host]="$S/host.raw"
     IMGFILES[qsd-raw]="$S/raw.raw"
-    IMGFILES[qsd-qcow2]="$S/q.qcow2 $W/tpl.raw"
-    IMGFILES[fvd]="$S/f.fvd $S/f.data $W/tpl.raw"
+    IMGFILES[qsd-qcow2]="$S/q.qcow2 remote:$W/tpl.raw"
+    IMGFILES[fvd]="$S/f.fvd $S/f.data remote:$W/tpl.raw"
     IMGFILES[fvd-nb]="$S/n.fvd $S/n.data"
 }
 
@@ -230,7 +241,33 @@ trace_io() {
             gzip -f "$RAW/trace.$view.$region.log"
         done
     done
+    # Fig. 7: the same counts during a small PostMark (its time under strace is not a result).
+    local loop mnt
+    for view in qsd-raw qsd-qcow2 fvd fvd-nb; do
+        loop=$(losetup -f --show --direct-io=off "${DEV[$view]}"); LOOPS+=("$loop")
+        mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$loop"
+        mnt=$W/trace/ext4.$view; mkdir -p "$mnt"
+        mount -o "$PM_MOUNT_OPTS" "$loop" "$mnt"; EXT_MNTS+=("$mnt")
+        postmark_cfg "$mnt" $PM_TRACE_FILES $PM_TRACE_TRANS > "$W/trace/pm.$view.cfg"
+        strace -f -y -s 0 -e trace=pread64,pwrite64,preadv,pwritev,preadv2,pwritev2,read,write,fdatasync,fsync,sync_file_range \
+            -o "$RAW/trace.$view.postmark.log" -p "${PID_OF[$view]}" 2> /dev/null &
+        st=$!
+        sleep 1
+        postmark "$W/trace/pm.$view.cfg" > /dev/null
+        sync -f "$mnt/."
+        sleep 0.5
+        kill -INT "$st"; wait "$st" 2>/dev/null || true
+        umount "$mnt"; EXT_MNTS=()
+        losetup -d "$loop"; LOOPS=()
+        # shellcheck disable=SC2086
+        python3 "$HERE/lib/strace_io.py" "$RAW/trace.$view.postmark.log" $PM_TRACE_FILES "$RAW/trace.$view.postmark.json" ${IMGFILES[$view]}
+        gzip -f "$RAW/trace.$view.postmark.log"
+    done
     stop_daemons
+}
+
+postmark_cfg() { # location files transactions
+    printf 'set location %s\nset number %d\nset transactions %d\nset size 10000 50000\nset subdirectories 10\nset read 4096\nset write 4096\nset buffering false\nrun\nquit\n' "$1" "$2" "$3"
 }
 
 # ---------------------------------------------------------------- PostMark on ext4 in a loop device
@@ -247,8 +284,7 @@ postmark_all() {
         mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$loop"
         mnt=$W/postmark/ext4.$view; mkdir -p "$mnt"
         mount -o "$PM_MOUNT_OPTS" "$loop" "$mnt"; EXT_MNTS+=("$mnt")
-        printf 'set location %s\nset number %d\nset transactions %d\nset size 10000 50000\nset subdirectories 10\nset read 4096\nset write 4096\nset buffering false\nrun\nquit\n' \
-            "$mnt" $PM_FILES $PM_TRANS > "$W/postmark/pm.$view.cfg"
+        postmark_cfg "$mnt" $PM_FILES $PM_TRANS > "$W/postmark/pm.$view.cfg"
         python3 "$HERE/lib/pm_time.py" "$W/postmark/pm.$view.cfg" "$RAW/postmark.$view.json" > "$RAW/postmark.$view.log"
         umount "$mnt"; EXT_MNTS=()
         losetup -d "$loop"; LOOPS=()
@@ -297,3 +333,5 @@ T_START=$(date +%s)
 echo "{\"elapsed_s\": $(( $(date +%s) - T_START ))}" > "$RAW/elapsed.json"
 python3 "$HERE/lib/report.py" "$RAW" "$OUT"
 log "done in $(( $(date +%s) - T_START )) s: $OUT/results.md"
+exit 0
+}

@@ -107,8 +107,13 @@ target("PostMark file creation: FVD / qsd-qcow2", ratio(pm("fvd", "create_files_
 tb = trace.get("backed", {})
 tq, tf = tb.get("qsd-qcow2"), tb.get("fvd")
 target("I/O count per first write (backed, 4K QD1): FVD / qsd-qcow2", ratio(tf and tf["per_1000"]["total"], tq and tq["per_1000"]["total"]), 0.6, "<=")
-target("Mean normalized seek distance (backed first writes): FVD / qsd-qcow2", ratio(tf and tf["mean_seek"], tq and tq["mean_seek"]), 0.2, "<=",
-       "same-file consecutive accesses; file switches counted apart")
+tpm = trace.get("postmark", {})
+pq, pf = tpm.get("qsd-qcow2"), tpm.get("fvd")
+target("Mean normalized seek distance during PostMark (Fig. 7): FVD / qsd-qcow2", ratio(pf and pf["mean_seek_switch_as_1"], pq and pq["mean_seek_switch_as_1"]), 0.2, "<=",
+       "image files only (template = remote, as in the paper); a move between FVD's metadata and data file counts as a full seek")
+target("Mean normalized seek distance, 1,000 backed 4K first writes: FVD / qsd-qcow2", ratio(tf and tf["mean_seek_switch_as_1"], tq and tq["mean_seek_switch_as_1"]), 0.2, "<=",
+       "same definition")
+target("I/O count during PostMark, per file created: FVD / qsd-qcow2", ratio(pf and pf["per_1000"]["total"], pq and pq["per_1000"]["total"]), 0.6, "<=")
 if foot:
     target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 MiB bitmap + header")
     target("1 TiB: FVD daemon RSS after 4000 random 4K I/Os (MiB)", max(foot["fvd_rss_after_io"]["rss_kib"], foot["fvd_rss_after_io"]["hwm_kib"]) / 1024, 64.0, "<=",
@@ -169,7 +174,10 @@ if any(postmark.values()):
                  f"{fmt(ratio(j['create_files_per_s'], pm('host', 'create_files_per_s')), 2)} | "
                  f"{fmt(ratio(j['transactions_per_s'], pm('qsd-qcow2', 'transactions_per_s')), 2)} |")
 for region, rows in sorted(trace.items()):
-    L.append(f"\n## I/O reaching the image files per 1,000 guest 4 KiB first writes at QD1 ({region} region; strace)\n")
+    if region == "postmark":
+        L.append(f"\n## I/O reaching the image files during PostMark per 1,000 files created (strace; {meta.get('pm_trace_files', '?')} files)\n")
+    else:
+        L.append(f"\n## I/O reaching the image files per 1,000 guest 4 KiB first writes at QD1 ({region} region; strace)\n")
     L.append("| view | reads | writes | flushes | total | mean seek (same file) | file switches / access | seek, switch = 1 |")
     L.append("|---|---|---|---|---|---|---|---|")
     for v in VIEWS:
@@ -221,8 +229,9 @@ plot for [i=2:{len(VIEWS) + 1}] '{os.path.join(out, 'randio.dat')}' using i:xtic
         r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
         if r.returncode and ext == "png":  # no cairo: fall back to the plain png terminal
             subprocess.run(["gnuplot"], input=gp.replace("pngcairo", "png"), text=True)
-if shutil.which("gnuplot") and trace.get("backed"):
-    rows = trace["backed"]
+hist_src = "postmark" if trace.get("postmark") else "backed"
+if shutil.which("gnuplot") and trace.get(hist_src):
+    rows = trace[hist_src]
     vs = [v for v in VIEWS if rows.get(v)]
     with open(os.path.join(out, "seek-hist.dat"), "w") as f:
         f.write("bin " + " ".join(f'"{LABEL[v]}"' for v in vs) + "\n")
@@ -231,7 +240,7 @@ if shutil.which("gnuplot") and trace.get("backed"):
     for term, ext in (("svg size 1000,450 dynamic", "svg"), ("pngcairo size 1000,450", "png")):
         gp = f"""set terminal {term}
 set output '{os.path.join(out, 'seek-hist.' + ext)}'
-set title 'Normalized seek distance between consecutive accesses to the same image file (1,000 4K first writes, backed region)'
+set title 'Normalized seek distance between consecutive accesses to the same image file ({"PostMark" if hist_src == "postmark" else "1,000 4K first writes, backed region"})'
 set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1

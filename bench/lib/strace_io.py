@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Counts the I/O a daemon issued to image files in an `strace -f -y -s 0` log and measures locality.
 usage: strace_io.py LOG GUEST_WRITES OUT.json FILE [FILE...]
+A FILE written as remote:PATH (the template: on another host in the paper's setup) is counted but left out of
+the seek sequence.
 Reads/writes/flushes are counted only for FILE paths (fds shown by -y). Seek distance: for consecutive
 accesses (in log order) to the same file, |offset delta| / that file's size; a move to another file is
 counted apart (switches)."""
 import json, os, re, sys
 
-log, guest_writes, out, files = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+log, guest_writes, out, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+remote = {a[len("remote:"):] for a in args if a.startswith("remote:")}
+files = [a[len("remote:"):] if a.startswith("remote:") else a for a in args]
 real = {os.path.realpath(f): f for f in files}
 sizes = {f: max(os.path.getsize(f), 1) for f in files}
 start = re.compile(r"^(?:\[pid\s+)?\d*\]?\s*(\w+)\((\d+)<([^>]*)>(.*)$")
@@ -42,7 +46,7 @@ for line in open(log, errors="replace"):
     elif call in ("preadv2", "pwritev2") and len(nums) >= 2:
         off = int(nums[-2]); length = sum(int(x) for x in re.findall(r"iov_len=(\d+)", rest))
     per_file[f]["bytes_read" if kind == "reads" else "bytes_written"] += length
-    if off is not None:
+    if off is not None and f not in remote:
         seq.append((f, off))
 dists, switches = [], 0
 for (f1, o1), (f2, o2) in zip(seq, seq[1:]):
@@ -58,7 +62,7 @@ json.dump({
     "guest_first_writes": guest_writes,
     "per_1000": {c: v * k for c, v in counts.items()} | {"total": sum(counts.values()) * k},
     "per_file": {os.path.basename(f): v | {"size": sizes[f]} for f, v in per_file.items()},
-    "accesses": len(seq), "same_file_pairs": len(dists), "file_switches": switches,
+    "remote": [os.path.basename(f) for f in remote], "accesses": len(seq), "same_file_pairs": len(dists), "file_switches": switches,
     "mean_seek": (sum(dists) / len(dists)) if dists else 0.0,
     "mean_seek_switch_as_1": (sum(dists) + switches) / max(len(dists) + switches, 1),
     "hist_bins": bins,
