@@ -237,14 +237,14 @@ trace_io() {
             sleep 0.5
             kill -INT "$st"; wait "$st" 2>/dev/null || true
             # shellcheck disable=SC2086
-            python3 "$HERE/lib/strace_io.py" "$RAW/trace.$view.$region.log" $TRACE_IOS "$RAW/trace.$view.$region.json" ${IMGFILES[$view]}
+            NORM_BYTES=$V python3 "$HERE/lib/strace_io.py" "$RAW/trace.$view.$region.log" $TRACE_IOS "$RAW/trace.$view.$region.json" ${IMGFILES[$view]}
             gzip -f "$RAW/trace.$view.$region.log"
         done
     done
     # Fig. 7: the same counts during a small PostMark (its time under strace is not a result).
     local loop mnt
     for view in qsd-raw qsd-qcow2 fvd fvd-nb; do
-        loop=$(losetup -f --show --direct-io=off "${DEV[$view]}"); LOOPS+=("$loop")
+        loop=$(losetup -f --show --direct-io=off -o "$T" --sizelimit $((V - T)) "${DEV[$view]}"); LOOPS+=("$loop")
         mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$loop"
         mnt=$W/trace/ext4.$view; mkdir -p "$mnt"
         mount -o "$PM_MOUNT_OPTS" "$loop" "$mnt"; EXT_MNTS+=("$mnt")
@@ -260,7 +260,7 @@ trace_io() {
         umount "$mnt"; EXT_MNTS=()
         losetup -d "$loop"; LOOPS=()
         # shellcheck disable=SC2086
-        python3 "$HERE/lib/strace_io.py" "$RAW/trace.$view.postmark.log" $PM_TRACE_FILES "$RAW/trace.$view.postmark.json" ${IMGFILES[$view]}
+        NORM_BYTES=$V python3 "$HERE/lib/strace_io.py" "$RAW/trace.$view.postmark.log" $PM_TRACE_FILES "$RAW/trace.$view.postmark.json" ${IMGFILES[$view]}
         gzip -f "$RAW/trace.$view.postmark.log"
     done
     stop_daemons
@@ -280,7 +280,8 @@ postmark_all() {
         # FUSE views are buffered (writes still go through to the daemons: no FUSE writeback cache); the host
         # view's loop device uses direct I/O.
         [[ $view == host ]] && dio=on || dio=off
-        loop=$(losetup -f --show --direct-io=$dio "${DEV[$view]}"); LOOPS+=("$loop")
+        # As in the paper (a second partition past the template), the file system lives past the template's end.
+        loop=$(losetup -f --show --direct-io=$dio -o "$T" --sizelimit $((V - T)) "${DEV[$view]}"); LOOPS+=("$loop")
         mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$loop"
         mnt=$W/postmark/ext4.$view; mkdir -p "$mnt"
         mount -o "$PM_MOUNT_OPTS" "$loop" "$mnt"; EXT_MNTS+=("$mnt")

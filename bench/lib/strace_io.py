@@ -12,7 +12,10 @@ log, guest_writes, out, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.a
 remote = {a[len("remote:"):] for a in args if a.startswith("remote:")}
 files = [a[len("remote:"):] if a.startswith("remote:") else a for a in args]
 real = {os.path.realpath(f): f for f in files}
-sizes = {f: max(os.path.getsize(f), 1) for f in files}
+# NORM_BYTES (the virtual disk size) normalizes every file alike, as the paper's fixed partition does; otherwise
+# each file's own size.
+norm = int(os.environ.get("NORM_BYTES", "0"))
+sizes = {f: norm or max(os.path.getsize(f), 1) for f in files}
 start = re.compile(r"^(?:\[pid\s+)?\d*\]?\s*(\w+)\((\d+)<([^>]*)>(.*)$")
 READS = {"pread64", "preadv", "preadv2", "read"}
 WRITES = {"pwrite64", "pwritev", "pwritev2", "write"}
@@ -61,7 +64,8 @@ k = 1000.0 / guest_writes
 json.dump({
     "guest_first_writes": guest_writes,
     "per_1000": {c: v * k for c, v in counts.items()} | {"total": sum(counts.values()) * k},
-    "per_file": {os.path.basename(f): v | {"size": sizes[f]} for f, v in per_file.items()},
+    "per_file": {os.path.basename(f): v | {"size": os.path.getsize(f)} for f, v in per_file.items()},
+    "normalized_by": norm or "file size",
     "remote": [os.path.basename(f) for f in remote], "accesses": len(seq), "same_file_pairs": len(dists), "file_switches": switches,
     "mean_seek": (sum(dists) / len(dists)) if dists else 0.0,
     "mean_seek_switch_as_1": (sum(dists) + switches) / max(len(dists) + switches, 1),
