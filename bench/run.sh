@@ -27,7 +27,7 @@ W=${BENCH_WORK:-/var/tmp/fvd-bench}
 OUT=${BENCH_OUT:-$HERE/results}
 RAW=$OUT/raw
 QSD_CACHE_DIRECT=${QSD_CACHE_DIRECT:-off}
-PM_MOUNT_OPTS=${PM_MOUNT_OPTS:-sync}
+PM_MOUNT_OPTS=${PM_MOUNT_OPTS:-sync,barrier=0}
 SKIP=${SKIP:-}
 MiB=$((1 << 20))
 
@@ -35,12 +35,12 @@ if [[ $MODE == quick ]]; then
     T=$((256 * MiB)); V=$((1024 * MiB))
     COMBOS="4k:qd1 64k:qd1 4k:4thr"
     SLICE_4K=$((16 * MiB)); SLICE_64K=$((64 * MiB)); REPS=1
-    PM_FILES=300; PM_TRANS=600
+    PM_FILES=1000; PM_TRANS=2000; PM_REPS=3
 else
     T=$((1024 * MiB)); V=$((4096 * MiB))
     COMBOS="4k:qd1 64k:qd1 4k:qd8 64k:qd8 4k:4thr 64k:4thr"
     SLICE_4K=$((32 * MiB)); SLICE_64K=$((64 * MiB)); REPS=3
-    PM_FILES=2000; PM_TRANS=4000
+    PM_FILES=4000; PM_TRANS=8000; PM_REPS=3
 fi
 TRACE_IOS=1000
 PM_TRACE_FILES=200; PM_TRACE_TRANS=300
@@ -89,7 +89,7 @@ cat > "$RAW/meta.json" <<EOF
  "kernel": "$(uname -r)", "cpus": $(nproc), "template_bytes": $T, "virtual_bytes": $V,
  "fvd_server": "$SERVER", "qsd_version": "$(qemu-storage-daemon --version | head -1)",
  "fio_version": "$(fio --version)", "qsd_cache_direct": "$QSD_CACHE_DIRECT", "pm_mount_opts": "$PM_MOUNT_OPTS",
- "combos": "$COMBOS", "slice_4k": $SLICE_4K, "reps": $REPS, "slice_64k": $SLICE_64K, "pm_trace_files": $PM_TRACE_FILES, "pm_files": $PM_FILES, "pm_transactions": $PM_TRANS}
+ "combos": "$COMBOS", "slice_4k": $SLICE_4K, "reps": $REPS, "slice_64k": $SLICE_64K, "pm_trace_files": $PM_TRACE_FILES, "pm_files": $PM_FILES, "pm_transactions": $PM_TRANS, "pm_reps": $PM_REPS}
 EOF
 
 log "template: $((T / MiB)) MiB of random data; virtual disks $((V / MiB)) MiB"
@@ -272,24 +272,28 @@ postmark_cfg() { # location files transactions
 
 # ---------------------------------------------------------------- PostMark on ext4 in a loop device
 postmark_all() {
-    log "PostMark: $PM_FILES files, $PM_TRANS transactions, ext4 -o $PM_MOUNT_OPTS in a loop device over each view"
+    log "PostMark: $PM_FILES files, $PM_TRANS transactions, ext4 -o $PM_MOUNT_OPTS in a loop device over each view, $PM_REPS rep(s)"
     new_set postmark
-    local view loop mnt dio
-    for view in $VIEWS; do
-        # qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so the loop devices over
-        # FUSE views are buffered (writes still go through to the daemons: no FUSE writeback cache); the host
-        # view's loop device uses direct I/O.
-        [[ $view == host ]] && dio=on || dio=off
-        # As in the paper (a second partition past the template), the file system lives past the template's end.
-        loop=$(losetup -f --show --direct-io=$dio -o "$T" --sizelimit $((V - T)) "${DEV[$view]}"); LOOPS+=("$loop")
-        mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$loop"
-        mnt=$W/postmark/ext4.$view; mkdir -p "$mnt"
-        mount -o "$PM_MOUNT_OPTS" "$loop" "$mnt"; EXT_MNTS+=("$mnt")
-        postmark_cfg "$mnt" $PM_FILES $PM_TRANS > "$W/postmark/pm.$view.cfg"
-        python3 "$HERE/lib/pm_time.py" "$W/postmark/pm.$view.cfg" "$RAW/postmark.$view.json" > "$RAW/postmark.$view.log"
-        umount "$mnt"; EXT_MNTS=()
-        losetup -d "$loop"; LOOPS=()
-        log "  $view: $(python3 -c "import json;j=json.load(open('$RAW/postmark.$view.json'));print(f\"{j['create_files_per_s']:.0f} files/s, {j['transactions_per_s']:.0f} tx/s\")")"
+    # Each rep gets its own fresh partition past the template's end (the paper's second partition), so every rep
+    # writes blocks for the first time; views take turns within a rep.
+    local part=$(( (V - T) / PM_REPS / MiB * MiB ))
+    local view loop mnt dio rep
+    for rep in $(seq 1 $PM_REPS); do
+        for view in $VIEWS; do
+            # qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so the loop devices over
+            # FUSE views are buffered (writes still go through to the daemons: no FUSE writeback cache); the host
+            # view's loop device uses direct I/O.
+            [[ $view == host ]] && dio=on || dio=off
+            loop=$(losetup -f --show --direct-io=$dio -o $((T + (rep - 1) * part)) --sizelimit $part "${DEV[$view]}"); LOOPS+=("$loop")
+            mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 "$loop"
+            mnt=$W/postmark/ext4.$view; mkdir -p "$mnt"
+            mount -o "$PM_MOUNT_OPTS" "$loop" "$mnt"; EXT_MNTS+=("$mnt")
+            postmark_cfg "$mnt" $PM_FILES $PM_TRANS > "$W/postmark/pm.$view.cfg"
+            python3 "$HERE/lib/pm_time.py" "$W/postmark/pm.$view.cfg" "$RAW/postmark.$view.$rep.json" > "$RAW/postmark.$view.$rep.log"
+            umount "$mnt"; EXT_MNTS=()
+            losetup -d "$loop"; LOOPS=()
+            log "  rep $rep $view: $(python3 -c "import json;j=json.load(open('$RAW/postmark.$view.$rep.json'));print(f\"{j['create_files_per_s']:.0f} files/s, {j['transactions_per_s']:.0f} tx/s\")")"
+        done
     done
     stop_daemons
 }
