@@ -73,8 +73,13 @@ trap 'exit 130' INT TERM
 # then bench/tools/FvdBenchTool does exactly that over the same Fvd.Fuse FuseServer.
 BUILD=$HERE/.build
 log "building FVD tools"
-dotnet publish "$HERE/tools/FvdBenchTool/FvdBenchTool.csproj" -c Release -o "$BUILD/tool" -nologo -v quiet >&2
 TOOL=$BUILD/tool/fvd-bench-tool
+# Rebuild only when a source is newer than the tool (a publish costs ~30-60 s on a busy 2-core machine).
+if [[ ! -x $TOOL ]] || [[ -n $(find "$ROOT/src/Fvd.Core" "$ROOT/src/Fvd.Fuse" "$HERE/tools/FvdBenchTool" \
+        \( -name '*.cs' -o -name '*.csproj' \) -newer "$TOOL" -not -path '*/obj/*' -not -path '*/bin/*' | head -1) ]]; then
+    dotnet publish "$HERE/tools/FvdBenchTool/FvdBenchTool.csproj" -c Release -o "$BUILD/tool" -nologo -v quiet >&2
+    touch "$TOOL"
+fi
 SERVER=fvd-bench-tool
 if grep -v '^[[:space:]]*//' "$ROOT/src/Fvd.Mount/ImageOpener.cs" 2>/dev/null | grep -q "FvdImage\.Open"; then
     dotnet publish "$ROOT/src/Fvd.Mount/Fvd.Mount.csproj" -c Release -o "$BUILD/fvdmount" -nologo -v quiet >&2

@@ -12,10 +12,12 @@ log, guest_writes, out, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.a
 remote = {a[len("remote:"):] for a in args if a.startswith("remote:")}
 files = [a[len("remote:"):] if a.startswith("remote:") else a for a in args]
 real = {os.path.realpath(f): f for f in files}
-# NORM_BYTES (the virtual disk size) normalizes every file alike, as the paper's fixed partition does; otherwise
-# each file's own size.
+# Two normalizations: by each file's own size (the FVD data file is as long as the virtual disk, a qcow2 only as
+# long as what it has allocated), and by NORM_BYTES (the virtual disk size) for every file alike, as the
+# paper's fixed partition does.
 norm = int(os.environ.get("NORM_BYTES", "0"))
-sizes = {f: norm or max(os.path.getsize(f), 1) for f in files}
+fsizes = {f: max(os.path.getsize(f), 1) for f in files}
+sizes = {f: norm or fsizes[f] for f in files}
 start = re.compile(r"^(?:\[pid\s+)?\d*\]?\s*(\w+)\((\d+)<([^>]*)>(.*)$")
 READS = {"pread64", "preadv", "preadv2", "read"}
 WRITES = {"pwrite64", "pwritev", "pwritev2", "write"}
@@ -51,14 +53,15 @@ for line in open(log, errors="replace"):
     per_file[f]["bytes_read" if kind == "reads" else "bytes_written"] += length
     if off is not None and f not in remote:
         seq.append((f, off))
-dists, switches = [], 0
+dists, fdists, switches = [], [], 0
 for (f1, o1), (f2, o2) in zip(seq, seq[1:]):
     if f1 != f2:
         switches += 1
     else:
         dists.append(min(abs(o2 - o1) / sizes[f1], 1.0))
+        fdists.append(min(abs(o2 - o1) / fsizes[f1], 1.0))
 bins = [0] * 20
-for d in dists:
+for d in fdists:
     bins[min(int(d * 20), 19)] += 1
 k = 1000.0 / guest_writes
 json.dump({
@@ -69,5 +72,7 @@ json.dump({
     "remote": [os.path.basename(f) for f in remote], "accesses": len(seq), "same_file_pairs": len(dists), "file_switches": switches,
     "mean_seek": (sum(dists) / len(dists)) if dists else 0.0,
     "mean_seek_switch_as_1": (sum(dists) + switches) / max(len(dists) + switches, 1),
+    "mean_seek_by_file_size": (sum(fdists) / len(fdists)) if fdists else 0.0,
+    "mean_seek_by_file_size_switch_as_1": (sum(fdists) + switches) / max(len(fdists) + switches, 1),
     "hist_bins": bins,
 }, open(out, "w"), indent=1)
