@@ -24,7 +24,7 @@ for t in qemu-storage-daemon qemu-img fio postmark strace mkfs.ext4 losetup pyth
 done
 
 W=${BENCH_WORK:-/var/tmp/fvd-bench}
-OUT=${BENCH_OUT:-$HERE/results}
+OUT=${BENCH_OUT:-$HERE/results/$MODE}
 RAW=$OUT/raw
 QSD_CACHE_DIRECT=${QSD_CACHE_DIRECT:-off}
 PM_MOUNT_OPTS=${PM_MOUNT_OPTS:-sync,barrier=0}

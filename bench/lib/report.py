@@ -9,6 +9,12 @@ VIEWS = ["host", "qsd-raw", "qsd-qcow2", "fvd", "fvd-nb"]
 LABEL = {"host": "(a) host O_DIRECT", "qsd-raw": "(b) qsd raw", "qsd-qcow2": "(c) qsd qcow2",
          "fvd": "(d) FVD", "fvd-nb": "(e) FVD no backing"}
 PHASES = ["first", "second", "read"]
+COLOR = {"host": "#7f7f7f", "qsd-raw": "#1f77b4", "qsd-qcow2": "#d62728", "fvd": "#2ca02c", "fvd-nb": "#98df8a"}
+
+
+def plot_cmd(datafile, views):
+    return "plot " + ", ".join(f"'{datafile}' using {i + 2}{':xtic(1)' if i == 0 else ''} title columnheader({i + 2}) lc rgb '{COLOR[v]}'"
+                               for i, v in enumerate(views))
 
 
 def load(p):
@@ -226,6 +232,7 @@ if shutil.which("gnuplot") and randio:
         gp = f"""set terminal {term}
 set output '{os.path.join(out, 'randio.' + ext)}'
 set title 'RandIO, QD1 (MB/s, higher is better)'
+set termoption noenhanced
 set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1
@@ -234,7 +241,7 @@ set xtics rotate by -35
 set ylabel 'MB/s'
 set logscale y
 set grid ytics
-plot for [i=2:{len(VIEWS) + 1}] '{os.path.join(out, 'randio.dat')}' using i:xtic(1) title columnheader(i)
+{plot_cmd(os.path.join(out, 'randio.dat'), VIEWS)}
 """
         r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
         if r.returncode and ext == "png":  # no cairo: fall back to the plain png terminal
@@ -251,6 +258,7 @@ if shutil.which("gnuplot") and trace.get(hist_src):
         gp = f"""set terminal {term}
 set output '{os.path.join(out, 'seek-hist.' + ext)}'
 set title 'Seek distance (offset delta / file size) between consecutive accesses to the same image file ({"PostMark" if hist_src == "postmark" else "1,000 4K first writes, backed region"})'
+set termoption noenhanced
 set style data histogram
 set style histogram cluster gap 1
 set style fill solid 0.8 border -1
@@ -259,7 +267,7 @@ set ylabel 'count'
 set logscale y
 set yrange [0.8:*]
 set grid ytics
-plot for [i=2:{len(vs) + 1}] '{os.path.join(out, 'seek-hist.dat')}' using i:xtic(1) title columnheader(i)
+{plot_cmd(os.path.join(out, 'seek-hist.dat'), vs)}
 """
         r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
         if r.returncode and ext == "png":
