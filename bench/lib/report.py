@@ -151,6 +151,7 @@ L.append("Views: (a) host file, O_DIRECT; (b) qemu-storage-daemon FUSE export of
          "(c) same daemon, qcow2 over the template; (d) FVD over the template; (e) FVD without backing. "
          "fio with direct=1 on every view; QD1 = psync, QD8 = libaio iodepth 8, 4thr = 4 psync jobs on disjoint quarters. "
          "`backed` = inside the template, `pastend` = past its end. first/second = first and second write of every block of a slice, read = then read it.\n")
+L.append("**(a) is not a ceiling here**: the FVD driver has no O_DIRECT mode, so FVD and (for fairness) qsd write into the host page cache, while (a) waits for the virtual disk.\n")
 L.append("**Caveat**: qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so its QD8 and 4thr write numbers (marked †) are the speed of a wrong answer.\n")
 L.append("## Targets\n")
 L.append("RandIO ratios are of fio throughput (median over reps); the last column gives the same ratio by median request latency, which load from other processes disturbs less.\n")
