@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Turns bench/results/raw/*.json into results.json, results.md and plots (gnuplot, SVG + PNG).
+usage: report.py RAWDIR OUTDIR"""
+import glob, json, os, shutil, subprocess, sys
+
+raw, out = sys.argv[1], sys.argv[2]
+meta = json.load(open(os.path.join(raw, "meta.json")))
+VIEWS = ["host", "qsd-raw", "qsd-qcow2", "fvd", "fvd-nb"]
+LABEL = {"host": "(a) host O_DIRECT", "qsd-raw": "(b) qsd raw", "qsd-qcow2": "(c) qsd qcow2",
+         "fvd": "(d) FVD", "fvd-nb": "(e) FVD no backing"}
+PHASES = ["first", "second", "read"]
+COLOR = {"host": "#7f7f7f", "qsd-raw": "#1f77b4", "qsd-qcow2": "#d62728", "fvd": "#2ca02c", "fvd-nb": "#98df8a"}
+
+
+def plot_cmd(datafile, views):
+    return "plot " + ", ".join(f"'{datafile}' using {i + 2}{':xtic(1)' if i == 0 else ''} title columnheader({i + 2}) lc rgb '{COLOR[v]}'"
+                               for i, v in enumerate(views))
+
+
+def load(p):
+    try:
+        return json.load(open(p))
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- RandIO
+randio = {}  # (region, bs, mode, phase) -> view -> {"mbs", "iops", "p50_us", "reps"}: medians over reps
+samples = {}
+for p in glob.glob(os.path.join(raw, "randio.*.json")):
+    parts = os.path.basename(p).split(".")
+    view, region, bs, mode, phase = parts[1:6]
+    j = load(p)
+    if not j:
+        continue
+    side = j["jobs"][0]["read" if phase == "read" else "write"]
+    samples.setdefault((region, bs, mode, phase), {}).setdefault(view, []).append(
+        (side["bw_bytes"] / 1e6, side["iops"], side["clat_ns"]["percentile"]["50.000000"] / 1000))
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+for k, views in samples.items():
+    for v, reps in views.items():
+        randio.setdefault(k, {})[v] = {"mbs": median([r[0] for r in reps]), "iops": median([r[1] for r in reps]),
+                                       "p50_us": median([r[2] for r in reps]), "mbs_reps": [r[0] for r in reps]}
+
+
+def order(keys):
+    bsk = {"4k": 0, "64k": 1}
+    mk = {"qd1": 0, "qd8": 1, "4thr": 2}
+    return sorted(keys, key=lambda k: (k[0] != "backed", bsk.get(k[1], 9), mk.get(k[2], 9), PHASES.index(k[3])))
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(x, d=1):
+    return "–" if x is None else f"{x:.{d}f}"
+
+
+postmark = {}
+for v in VIEWS:
+    reps = [j for j in (load(p) for p in sorted(glob.glob(os.path.join(raw, f"postmark.{v}.*.json")))) if j]
+    if reps:
+        postmark[v] = {"create_files_per_s": median([r["create_files_per_s"] for r in reps]),
+                       "transactions_per_s": median([r["transactions_per_s"] for r in reps]),
+                       "create_reps": [round(r["create_files_per_s"], 1) for r in reps],
+                       "trans_reps": [round(r["transactions_per_s"], 1) for r in reps]}
+trace = {}
+for p in glob.glob(os.path.join(raw, "trace.*.json")):
+    parts = os.path.basename(p).split(".")
+    if len(parts) == 4:
+        trace.setdefault(parts[2], {})[parts[1]] = load(p)
+foot = load(os.path.join(raw, "footprint.json"))
+elapsed = load(os.path.join(raw, "elapsed.json"))
+
+
+def rv(region, bs, mode, phase, view):
+    return randio.get((region, bs, mode, phase), {}).get(view, {}).get("mbs")
+
+
+def lat_ratio(region, bs, mode, phase, a, b):
+    """b's median latency / a's: how much faster a is by median request latency (robust to load spikes)."""
+    la = randio.get((region, bs, mode, phase), {}).get(a, {}).get("p50_us")
+    lb = randio.get((region, bs, mode, phase), {}).get(b, {}).get("p50_us")
+    return lb / la if la and lb else None
+
+
+# ---------------------------------------------------------------- targets (same-run ratios)
+targets = []
+
+
+def target(name, value, goal, cmp, note="", by_latency=None):
+    met = None if value is None else (value >= goal if cmp == ">=" else value <= goal)
+    targets.append({"target": name, "value": value, "goal": f"{cmp} {goal}", "met": met, "note": note,
+                    "by_median_latency": by_latency})
+
+
+def rtarget(name, region, bs, mode, phase, a, b, goal, note=""):
+    target(name, ratio(rv(region, bs, mode, phase, a), rv(region, bs, mode, phase, b)), goal, ">=", note,
+           lat_ratio(region, bs, mode, phase, a, b))
+
+
+rtarget("4K first writes, backed region, QD1: FVD / qsd-qcow2", "backed", "4k", "qd1", "first", "fvd", "qsd-qcow2", 2.0)
+rtarget("64K first writes, backed region, QD1: FVD / qsd-qcow2", "backed", "64k", "qd1", "first", "fvd", "qsd-qcow2", 1.5)
+rtarget("No backing, 4K QD1 first writes: FVD-nb / qsd-raw", "backed", "4k", "qd1", "first", "fvd-nb", "qsd-raw", 1.3)
+rtarget("No backing, 4K QD1 second writes: FVD-nb / qsd-raw", "backed", "4k", "qd1", "second", "fvd-nb", "qsd-raw", 1.3)
+rtarget("No backing, 4K QD1 reads: FVD-nb / qsd-raw", "backed", "4k", "qd1", "read", "fvd-nb", "qsd-raw", 1.3)
+rtarget("4 threads 4K first writes: FVD-nb / qsd-raw", "backed", "4k", "4thr", "first", "fvd-nb", "qsd-raw", 1.8,
+        "qsd 7.2 corrupts concurrent direct writes (peer-findings.md): its number is the speed of wrong answers")
+rtarget("4 threads 4K second writes: FVD-nb / qsd-raw", "backed", "4k", "4thr", "second", "fvd-nb", "qsd-raw", 1.8, "same caveat")
+pm = lambda v, k: (postmark.get(v) or {}).get(k)
+target("PostMark file creation: FVD / qsd-qcow2", ratio(pm("fvd", "create_files_per_s"), pm("qsd-qcow2", "create_files_per_s")), 1.5, ">=")
+tb = trace.get("backed", {})
+tq, tf = tb.get("qsd-qcow2"), tb.get("fvd")
+target("I/O count per first write (backed, 4K QD1): FVD / qsd-qcow2", ratio(tf and tf["per_1000"]["total"], tq and tq["per_1000"]["total"]), 0.6, "<=")
+tpm = trace.get("postmark", {})
+pq, pf = tpm.get("qsd-qcow2"), tpm.get("fvd")
+target("Mean seek distance during PostMark (Fig. 7), delta / file size: FVD / qsd-qcow2", ratio(pf and pf["mean_seek_by_file_size_switch_as_1"], pq and pq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=",
+       "image files only (template = remote, as in the paper); a move between FVD's metadata and data file counts as 1")
+target("Mean seek distance during PostMark, delta / virtual size: FVD / qsd-qcow2", ratio(pf and pf["mean_seek_switch_as_1"], pq and pq["mean_seek_switch_as_1"]), 0.2, "<=",
+       "as the paper's fixed partition: a qcow2 spans only what it allocated")
+target("Mean seek distance, 1,000 backed 4K first writes, delta / file size: FVD / qsd-qcow2", ratio(tf and tf["mean_seek_by_file_size_switch_as_1"], tq and tq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=")
+target("I/O count during PostMark, per file created: FVD / qsd-qcow2", ratio(pf and pf["per_1000"]["total"], pq and pq["per_1000"]["total"]), 0.6, "<=")
+if foot:
+    target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 MiB bitmap + header")
+    target("1 TiB: FVD daemon RSS after 4000 random 4K I/Os (MiB)", max(foot["fvd_rss_after_io"]["rss_kib"], foot["fvd_rss_after_io"]["hwm_kib"]) / 1024, 64.0, "<=",
+           "peak (VmHWM)")
+
+# ---------------------------------------------------------------- JSON
+result = {"meta": meta, "elapsed": elapsed,
+          "randio": [{"region": k[0], "bs": k[1], "mode": k[2], "phase": k[3], "views": randio[k]} for k in order(randio)],
+          "postmark": postmark, "trace": trace, "footprint": foot, "targets": targets}
+os.makedirs(out, exist_ok=True)
+json.dump(result, open(os.path.join(out, "results.json"), "w"), indent=1)
+
+# ---------------------------------------------------------------- Markdown
+L = []
+L.append(f"# FvdFuse benchmark results ({meta['mode']} mode)\n")
+L.append(f"{meta['date']}, commit {meta['git']}, kernel {meta['kernel']}, {meta['cpus']} CPUs; {meta['qsd_version']}; {meta['fio_version']}. "
+         f"Template {meta['template_bytes'] >> 20} MiB of random data, virtual disks {meta['virtual_bytes'] >> 20} MiB. "
+         f"FVD served by `{meta['fvd_server']}`; qsd host I/O cache.direct={meta['qsd_cache_direct']} (the FVD driver uses the page cache too). "
+         f"Other work ran on this machine: compare ratios within this run only.\n")
+L.append("Views: (a) host file, O_DIRECT; (b) qemu-storage-daemon FUSE export of a raw copy of the template; "
+         "(c) same daemon, qcow2 over the template; (d) FVD over the template; (e) FVD without backing. "
+         "fio with direct=1 on every view; QD1 = psync, QD8 = libaio iodepth 8, 4thr = 4 psync jobs on disjoint quarters. "
+         "`backed` = inside the template, `pastend` = past its end. first/second = first and second write of every block of a slice, read = then read it.\n")
+L.append("**(a) is not a ceiling here**: the FVD driver has no O_DIRECT mode, so FVD and (for fairness) qsd write into the host page cache, while (a) waits for the virtual disk.\n")
+L.append("**Caveat**: qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so its QD8 and 4thr write numbers (marked †) are the speed of a wrong answer.\n")
+L.append("## Targets\n")
+L.append("RandIO ratios are of fio throughput (median over reps); the last column gives the same ratio by median request latency, which load from other processes disturbs less.\n")
+L.append("| target | value | goal | met | by median latency | note |")
+L.append("|---|---|---|---|---|---|")
+for t in targets:
+    L.append(f"| {t['target']} | {fmt(t['value'], 3 if t['value'] is not None and t['value'] < 10 else 1)} | {t['goal']} | "
+             f"{'yes' if t['met'] else 'no' if t['met'] is not None else 'n/a'} | {fmt(t['by_median_latency'], 2) if t['by_median_latency'] else ''} | {t['note']} |")
+L.append("\n## RandIO: MB/s (median request latency in µs); ratios of MB/s\n")
+L.append("| region | bs | mode | phase | " + " | ".join(LABEL[v] for v in VIEWS) + " | (d)/(c) | (e)/(b) | (d)/(a) |")
+L.append("|" + "---|" * (4 + len(VIEWS) + 3))
+for k in order(randio):
+    row = randio[k]
+    cells = []
+    for v in VIEWS:
+        x = row.get(v, {}).get("mbs")
+        lat = row.get(v, {}).get("p50_us")
+        dag = "†" if v.startswith("qsd") and k[2] != "qd1" and k[3] != "read" else ""
+        cells.append(fmt(x) + dag + (f" ({lat:.0f})" if lat else ""))
+    g = lambda v: row.get(v, {}).get("mbs")
+    L.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) +
+             f" | {fmt(ratio(g('fvd'), g('qsd-qcow2')), 2)} | {fmt(ratio(g('fvd-nb'), g('qsd-raw')), 2)} | {fmt(ratio(g('fvd'), g('host')), 2)} |")
+if any(postmark.values()):
+    L.append("\n## PostMark (ext4 in a loop device over each view)\n")
+    L.append(f"{meta['pm_files']} files of 10–50 KB, {meta['pm_transactions']} transactions, ext4 mounted `-o {meta['pm_mount_opts']}`; "
+             "loop devices over FUSE views are buffered (qsd corrupts direct ones), over the host file direct. Phase times from PostMark's progress output.\n")
+    L.append(f"Medians of {meta.get('pm_reps', 1)} rep(s), each on a fresh partition; the reps are listed to show the spread.\n")
+    L.append("| view | creation files/s | transactions/s | creation vs (c) | creation vs (a) | tx vs (c) | creation reps | tx reps |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for v in VIEWS:
+        j = postmark.get(v)
+        if not j:
+            continue
+        L.append(f"| {LABEL[v]} | {j['create_files_per_s']:.0f} | {j['transactions_per_s']:.0f} | "
+                 f"{fmt(ratio(j['create_files_per_s'], pm('qsd-qcow2', 'create_files_per_s')), 2)} | "
+                 f"{fmt(ratio(j['create_files_per_s'], pm('host', 'create_files_per_s')), 2)} | "
+                 f"{fmt(ratio(j['transactions_per_s'], pm('qsd-qcow2', 'transactions_per_s')), 2)} | "
+                 f"{', '.join(f'{x:.0f}' for x in j['create_reps'])} | {', '.join(f'{x:.0f}' for x in j['trans_reps'])} |")
+for region, rows in sorted(trace.items()):
+    if region == "postmark":
+        L.append(f"\n## I/O reaching the image files during PostMark per 1,000 files created (strace; {meta.get('pm_trace_files', '?')} files)\n")
+    else:
+        L.append(f"\n## I/O reaching the image files per 1,000 guest 4 KiB first writes at QD1 ({region} region; strace)\n")
+    L.append("| view | reads | writes | flushes | total | seek / file size | seek / virtual size | file switches / access | seek / file size, switch = 1 | seek / virtual, switch = 1 |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for v in VIEWS:
+        j = rows.get(v)
+        if not j:
+            continue
+        p = j["per_1000"]
+        L.append(f"| {LABEL[v]} | {p['reads']:.0f} | {p['writes']:.0f} | {p['flushes']:.0f} | {p['total']:.0f} | {j['mean_seek_by_file_size']:.4f} | {j['mean_seek']:.4f} | "
+                 f"{j['file_switches'] / max(j['accesses'] - 1, 1):.2f} | {j['mean_seek_by_file_size_switch_as_1']:.4f} | {j['mean_seek_switch_as_1']:.4f} |")
+    L.append("\nPer file: " + "; ".join(f"{LABEL[v]}: " + ", ".join(f"{n} r{d['reads']}/w{d['writes']}/f{d['flushes']}" for n, d in rows[v]["per_file"].items())
+                                       for v in VIEWS if rows.get(v)))
+if foot:
+    mib = lambda b: b / 2**20
+    L.append("\n## Footprint: 1 TiB virtual disk over a 1 TiB sparse template\n")
+    L.append(f"FVD: {foot['fvd_info']}; created in {foot['fvd_create_s']:.2f} s.\n")
+    L.append("| | FVD | qcow2 (qsd) |")
+    L.append("|---|---|---|")
+    L.append(f"| metadata file after create (bytes) | {foot['fvd_meta_bytes']} ({mib(foot['fvd_meta_bytes']):.3f} MiB) | {foot['qcow2_created_bytes']} ({mib(foot['qcow2_created_bytes']):.3f} MiB) |")
+    L.append(f"| after 4000 random 4K I/Os (2000 writes): allocated MiB | meta {mib(foot['fvd_meta_alloc_bytes']):.2f} + data {mib(foot['fvd_data_alloc_bytes_after_io']):.2f} | {mib(foot['qcow2_alloc_bytes_after_io']):.2f} (data + metadata) |")
+    L.append(f"| daemon RSS idle (MiB) | {foot['fvd_rss_idle']['rss_kib'] / 1024:.1f} | {foot['qsd_rss_idle']['rss_kib'] / 1024:.1f} |")
+    L.append(f"| daemon RSS after 4000 random 4K I/Os / peak (MiB) | {foot['fvd_rss_after_io']['rss_kib'] / 1024:.1f} / {foot['fvd_rss_after_io']['hwm_kib'] / 1024:.1f} | "
+             f"{foot['qsd_rss_after_io']['rss_kib'] / 1024:.1f} / {foot['qsd_rss_after_io']['hwm_kib'] / 1024:.1f} |")
+if elapsed:
+    L.append(f"\nTotal run time: {elapsed['elapsed_s']} s.")
+L.append("\nPlots: `randio.svg` (`.png`), `seek-hist.svg` (`.png`). Raw fio/strace/PostMark output in `raw/`.")
+open(os.path.join(out, "results.md"), "w").write("\n".join(L) + "\n")
+
+# ---------------------------------------------------------------- plots
+if shutil.which("gnuplot") and randio:
+    keys = [k for k in order(randio) if k[2] == "qd1"] or order(randio)
+    with open(os.path.join(out, "randio.dat"), "w") as f:
+        f.write("label " + " ".join(f'"{LABEL[v]}"' for v in VIEWS) + "\n")
+        for k in keys:
+            f.write(f'"{k[0]} {k[1]} {k[3]}" ' + " ".join(fmt(randio[k].get(v, {}).get("mbs"), 2).replace("–", "0") for v in VIEWS) + "\n")
+    for term, ext in (("svg size 1200,500 dynamic", "svg"), ("pngcairo size 1200,500", "png")):
+        gp = f"""set terminal {term}
+set output '{os.path.join(out, 'randio.' + ext)}'
+set title 'RandIO, QD1 (MB/s, higher is better)'
+set termoption noenhanced
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set key top left
+set xtics rotate by -35
+set ylabel 'MB/s'
+set logscale y
+set grid ytics
+{plot_cmd(os.path.join(out, 'randio.dat'), VIEWS)}
+"""
+        r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
+        if r.returncode and ext == "png":  # no cairo: fall back to the plain png terminal
+            subprocess.run(["gnuplot"], input=gp.replace("pngcairo", "png"), text=True)
+hist_src = "postmark" if trace.get("postmark") else "backed"
+if shutil.which("gnuplot") and trace.get(hist_src):
+    rows = trace[hist_src]
+    vs = [v for v in VIEWS if rows.get(v)]
+    with open(os.path.join(out, "seek-hist.dat"), "w") as f:
+        f.write("bin " + " ".join(f'"{LABEL[v]}"' for v in vs) + "\n")
+        for i in range(20):
+            f.write(f'"{i / 20:.2f}" ' + " ".join(str(rows[v]["hist_bins"][i]) for v in vs) + "\n")
+    for term, ext in (("svg size 1000,450 dynamic", "svg"), ("pngcairo size 1000,450", "png")):
+        gp = f"""set terminal {term}
+set output '{os.path.join(out, 'seek-hist.' + ext)}'
+set title 'Seek distance (offset delta / file size) between consecutive accesses to the same image file ({"PostMark" if hist_src == "postmark" else "1,000 4K first writes, backed region"})'
+set termoption noenhanced
+set style data histogram
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set xlabel 'normalized seek distance (bin start)'
+set ylabel 'count'
+set logscale y
+set yrange [0.8:*]
+set grid ytics
+{plot_cmd(os.path.join(out, 'seek-hist.dat'), vs)}
+"""
+        r = subprocess.run(["gnuplot"], input=gp, text=True, capture_output=True)
+        if r.returncode and ext == "png":
+            subprocess.run(["gnuplot"], input=gp.replace("pngcairo", "png"), text=True)
+print(os.path.join(out, "results.md"))
