@@ -54,8 +54,12 @@ install: publish
 reliability: deps build
 	LONG=$(LONG) bash tests/reliability.sh
 
-bench: deps publish
-	@echo "benchmarks: see issue 6"
+# Benchmarks against qemu-storage-daemon and the host file (issue 6); not run in CI. QUICK=1: under 5 minutes.
+BENCH_PACKAGES := qemu-system-common gnuplot-nox
+bench: deps build
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	bash bench/run.sh $(if $(filter 1,$(QUICK)),--quick,)
 
 clean:
 	$(DOTNET) clean FvdFuse.sln -nologo -v quiet; rm -rf $(OUT) $(DEMO)

@@ -68,23 +68,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# ---------------------------------------------------------------- build the FVD server
-# fvdmount serves FVD through Fvd.Core once src/Fvd.Mount/ImageOpener.cs opens images with FvdImage; until
-# then bench/tools/FvdBenchTool does exactly that over the same Fvd.Fuse FuseServer.
+# ---------------------------------------------------------------- build the FVD tools
 BUILD=$HERE/.build
-log "building FVD tools"
-TOOL=$BUILD/tool/fvd-bench-tool
-# Rebuild only when a source is newer than the tool (a publish costs ~30-60 s on a busy 2-core machine).
-if [[ ! -x $TOOL ]] || [[ -n $(find "$ROOT/src/Fvd.Core" "$ROOT/src/Fvd.Fuse" "$HERE/tools/FvdBenchTool" \
-        \( -name '*.cs' -o -name '*.csproj' \) -newer "$TOOL" -not -path '*/obj/*' -not -path '*/bin/*' | head -1) ]]; then
-    dotnet publish "$HERE/tools/FvdBenchTool/FvdBenchTool.csproj" -c Release -o "$BUILD/tool" -nologo -v quiet >&2
-    touch "$TOOL"
-fi
-SERVER=fvd-bench-tool
-if grep -v '^[[:space:]]*//' "$ROOT/src/Fvd.Mount/ImageOpener.cs" 2>/dev/null | grep -q "FvdImage\.Open"; then
+log "building fvd-img and fvdmount"
+# Rebuild only when a source is newer than the tools (a publish costs ~30-60 s on a busy 2-core machine).
+if [[ ! -x $BUILD/fvdmount/fvdmount || ! -x $BUILD/fvd-img/fvd-img ]] || [[ -n $(find "$ROOT/src" \
+        \( -name '*.cs' -o -name '*.csproj' \) -newer "$BUILD/fvdmount/fvdmount" -not -path '*/obj/*' -not -path '*/bin/*' | head -1) ]]; then
     dotnet publish "$ROOT/src/Fvd.Mount/Fvd.Mount.csproj" -c Release -o "$BUILD/fvdmount" -nologo -v quiet >&2
-    SERVER=fvdmount
+    dotnet publish "$ROOT/src/Fvd.Img/Fvd.Img.csproj" -c Release -o "$BUILD/fvd-img" -nologo -v quiet >&2
+    touch "$BUILD/fvdmount/fvdmount"
 fi
+IMG=$BUILD/fvd-img/fvd-img
+SERVER=fvdmount
 log "FVD server: $SERVER"
 
 rm -rf "$W"; mkdir -p "$W" "$RAW"
@@ -128,11 +123,7 @@ start_qsd() { # view image fmt mountfile
 start_fvd() { # view image mountdir
     local view=$1 img=$2 mnt=$3
     mkdir -p "$mnt"
-    if [[ $SERVER == fvdmount ]]; then
-        "$BUILD/fvdmount/fvdmount" -f "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
-    else
-        "$TOOL" mount "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
-    fi
+    "$BUILD/fvdmount/fvdmount" -f "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid"); FUSE_MNTS+=("$mnt"); PID_OF[$view]=$pid
     wait_fuse "$mnt" "$pid"
@@ -161,8 +152,8 @@ new_set() { # name
     cp --sparse=always "$W/tpl.raw" "$S/host.raw";  truncate -s "$V" "$S/host.raw"
     cp --sparse=always "$W/tpl.raw" "$S/raw.raw";   truncate -s "$V" "$S/raw.raw"
     qemu-img create -q -f qcow2 -b "$W/tpl.raw" -F raw "$S/q.qcow2" "$V"
-    "$TOOL" create "$S/f.fvd" "$V" "$W/tpl.raw"
-    "$TOOL" create "$S/n.fvd" "$V"
+    "$IMG" create -q -b "$W/tpl.raw" -F raw "$S/f.fvd" "$V"
+    "$IMG" create -q "$S/n.fvd" "$V"
     DEV[host]=$S/host.raw
     start_qsd qsd-raw "$S/raw.raw" raw "$S/raw.view"
     start_qsd qsd-qcow2 "$S/q.qcow2" qcow2 "$S/q.view"
@@ -310,10 +301,10 @@ footprint() {
     local S=$W/tib t0 t1
     rm -rf "$S"; mkdir -p "$S"
     truncate -s 1T "$S/tpl1t.raw"
-    t0=$(date +%s.%N); "$TOOL" create "$S/big.fvd" $((1 << 40)) "$S/tpl1t.raw"; t1=$(date +%s.%N)
+    t0=$(date +%s.%N); "$IMG" create -q -b "$S/tpl1t.raw" -F raw "$S/big.fvd" $((1 << 40)); t1=$(date +%s.%N)
     qemu-img create -q -f qcow2 -b "$S/tpl1t.raw" -F raw "$S/big.qcow2" 1T
     local q_created; q_created=$(stat -c %s "$S/big.qcow2")
-    local fvd_info; fvd_info=$("$TOOL" info "$S/big.fvd")
+    local fvd_info; fvd_info=$("$IMG" info --output=json "$S/big.fvd" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("block_size=%d virtual_size=%d backing_size=%d" % (d["cluster-size"], d["virtual-size"], d["format-specific"]["data"]["backing-size"]))')
     start_fvd fvd-1t "$S/big.fvd" "$S/fmnt"
     start_qsd qsd-qcow2-1t "$S/big.qcow2" qcow2 "$S/q.view"
     local idle_f idle_q; idle_f=$(rss_of "${PID_OF[fvd-1t]}"); idle_q=$(rss_of "${PID_OF[qsd-qcow2-1t]}")
