@@ -24,3 +24,29 @@ internal abstract class ImgCommand(Cli cli)
         return c;
     }
 }
+
+/// <summary>
+/// Base of the inspection commands (info, map): [--output=human|json] [-f fvd] IMAGE, opened without the
+/// image lock so they work while fvdmount serves the image.
+/// </summary>
+internal abstract class InspectCommand(Cli cli) : ImgCommand(cli)
+{
+    private readonly Option<string> _output = CommonOptions.Output();
+    private readonly Option<string?> _format = CommonOptions.Format();
+    private readonly Argument<string> _image = CommonOptions.Image();
+
+    protected override void Configure(Command c)
+    {
+        c.Options.Add(_output);
+        c.Options.Add(_format);
+        c.Arguments.Add(_image);
+    }
+
+    protected override int Execute(ParseResult p)
+    {
+        CommonOptions.RequireFvd(p.GetValue(_format));
+        return Inspect(p.GetValue(_image)!, json: p.GetValue(_output) == "json");
+    }
+
+    protected abstract int Inspect(string path, bool json);
+}

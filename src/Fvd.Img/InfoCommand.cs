@@ -6,27 +6,16 @@ using Fvd.Core.Image;
 
 namespace Fvd.Img;
 
-internal sealed class InfoCommand(Cli cli) : ImgCommand(cli)
+internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
 {
     protected override string Name => "info";
     protected override string Description => "Show every header field of an image (works while it is mounted).";
 
-    private readonly Option<string> _output = CommonOptions.Output();
-    private readonly Option<string?> _format = CommonOptions.Format();
-    private readonly Argument<string> _image = CommonOptions.Image();
 
-    protected override void Configure(Command c)
+    protected override int Inspect(string path, bool json)
     {
-        c.Options.Add(_output);
-        c.Options.Add(_format);
-        c.Arguments.Add(_image);
-    }
-
-    protected override int Execute(ParseResult p)
-    {
-        CommonOptions.RequireFvd(p.GetValue(_format));
-        var info = ImageInfo.Read(p.GetValue(_image)!);
-        if (p.GetValue(_output) == "json") WriteJson(info);
+        var info = ImageInfo.Read(path);
+        if (json) WriteJson(info);
         else WriteHuman(info);
         return ExitCode.Ok;
     }

@@ -4,31 +4,19 @@ using Fvd.Core.Image;
 
 namespace Fvd.Img;
 
-internal sealed class MapCommand(Cli cli) : ImgCommand(cli)
+internal sealed class MapCommand(Cli cli) : InspectCommand(cli)
 {
     protected override string Name => "map";
     protected override string Description => "Show which ranges are local data, local zeros, backing data or backing zeros.";
 
-    private readonly Option<string> _output = CommonOptions.Output();
-    private readonly Option<string?> _format = CommonOptions.Format();
-    private readonly Argument<string> _image = CommonOptions.Image();
 
-    protected override void Configure(Command c)
+    protected override int Inspect(string path, bool json)
     {
-        c.Options.Add(_output);
-        c.Options.Add(_format);
-        c.Arguments.Add(_image);
-    }
-
-    protected override int Execute(ParseResult p)
-    {
-        CommonOptions.RequireFvd(p.GetValue(_format));
-        string path = p.GetValue(_image)!;
         using var img = FvdImage.Open(path, new FvdOpenOptions { ReadOnly = true, NoLock = true, AllowMissingBacking = true });
         long dataBase = img.Header.InlineData ? img.Header.DataOffset : 0;
         string backing = img.BackingPath ?? (img.Header.HasBacking ? FvdImage.ResolveRelative(path, img.Header.BackingPath) : "");
         var o = Cli.Out;
-        if (p.GetValue(_output) == "json")
+        if (json)
         {
             // One object per line, as qemu-img map --output=json.
             bool first = true;

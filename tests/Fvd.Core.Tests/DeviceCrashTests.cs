@@ -89,23 +89,30 @@ public sealed class DeviceCrashTests(ITestOutputHelper output) : IDisposable
 
     private sealed class InjectedFailure(string m) : Exception(m);
 
+    /// <summary>An image over a 40,000-byte random backing whose data device fails `op` while failing() is true.</summary>
+    private FvdImage ImageFailingOn(int seed, RecordedOp op, Func<bool> failing, out byte[] backing, out string img)
+    {
+        backing = new byte[40_000];
+        new Random(seed).NextBytes(backing);
+        File.WriteAllBytes(_dir.File("base.raw"), backing);
+        img = _dir.File("t.fvd");
+        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = 65536, BackingFile = "base.raw", BlockSize = 512 });
+        var image = FvdImage.Open(img);
+        image.WrapDataDeviceForTests(inner => new RecordingDevice(inner)
+        {
+            Before = o =>
+            {
+                if (failing() && o.Op == op) throw new FvdException(FvdErrorKind.Io, $"injected {op} failure");
+            },
+        });
+        return image;
+    }
+
     [Fact]
     public void FailedDataWriteSetsNoBit()
     {
-        var backing = new byte[40_000];
-        new Random(3).NextBytes(backing);
-        File.WriteAllBytes(_dir.File("base.raw"), backing);
-        string img = _dir.File("t.fvd");
-        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = 65536, BackingFile = "base.raw", BlockSize = 512 });
-        using var image = FvdImage.Open(img);
         bool fail = true;
-        image.WrapDataDeviceForTests(inner => new RecordingDevice(inner)
-        {
-            Before = op =>
-            {
-                if (fail && op.Op == RecordedOp.Write) throw new FvdException(FvdErrorKind.Io, "injected write failure");
-            },
-        });
+        using var image = ImageFailingOn(3, RecordedOp.Write, () => fail, out var backing, out _);
         Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Write(700, new byte[10])).Kind);     // merge path
         Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Write(2048, new byte[1024])).Kind);  // direct path
         Assert.Equal(0, image.Bitmap.CountSet());
@@ -120,20 +127,8 @@ public sealed class DeviceCrashTests(ITestOutputHelper output) : IDisposable
     [Fact]
     public void FailedDataFlushLeavesBitsDirtyForTheNextFlush()
     {
-        var backing = new byte[40_000];
-        new Random(4).NextBytes(backing);
-        File.WriteAllBytes(_dir.File("base.raw"), backing);
-        string img = _dir.File("t.fvd");
-        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = 65536, BackingFile = "base.raw", BlockSize = 512 });
-        using var image = FvdImage.Open(img);
         bool fail = true;
-        image.WrapDataDeviceForTests(inner => new RecordingDevice(inner)
-        {
-            Before = op =>
-            {
-                if (fail && op.Op == RecordedOp.Flush) throw new FvdException(FvdErrorKind.Io, "injected flush failure");
-            },
-        });
+        using var image = ImageFailingOn(4, RecordedOp.Flush, () => fail, out _, out string img);
         image.Write(1024 + 3, new byte[] { 1, 2, 3 });
         Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Flush()).Kind);
         static bool BitOnDisk(string p, int b) => (DurabilityTests.ReadShared(p)[4096 + b / 8] & (1 << (b % 8))) != 0;
