@@ -129,7 +129,7 @@ target("Mean seek distance during PostMark, delta / virtual size: FVD / qsd-qcow
 target("Mean seek distance, 1,000 backed 4K first writes, delta / file size: FVD / qsd-qcow2", ratio(tf and tf["mean_seek_by_file_size_switch_as_1"], tq and tq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=")
 target("I/O count during PostMark, per file created: FVD / qsd-qcow2", ratio(pf and pf["per_1000"]["total"], pq and pq["per_1000"]["total"]), 0.6, "<=")
 if foot:
-    target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 MiB bitmap + header")
+    target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 KiB header + bitmap ({foot.get('fvd_info', '')})")
     target("1 TiB: FVD daemon RSS after 4000 random 4K I/Os (MiB)", max(foot["fvd_rss_after_io"]["rss_kib"], foot["fvd_rss_after_io"]["hwm_kib"]) / 1024, 64.0, "<=",
            "peak (VmHWM)")
 
