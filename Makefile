@@ -7,18 +7,23 @@ QUICK ?= 0
 PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
-APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light
+APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps
 
 .PHONY: deps build test run install reliability bench clean publish
 
-# Installs what the build and the tests need (idempotent; as root, as in CI).
+# Installs what the build and the tests need (idempotent; as root, as in CI). A temporary policy-rc.d
+# keeps package scripts from starting services (nginx): the tests start their own on loopback.
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to install:$$missing" >&2; exit 1; fi; \
 	  echo "installing:$$missing"; \
+	  policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1; fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  [ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; \
+	  [ $$rc = 0 ] || exit $$rc; \
 	fi
 	@[ -e /dev/fuse ] || { modprobe fuse 2>/dev/null || true; }
 
