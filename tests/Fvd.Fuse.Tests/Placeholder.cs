@@ -1,1 +1,0 @@
-namespace Fvd.Fuse.Tests; public class FuseTestsPlaceholder { }
