@@ -80,6 +80,10 @@ if [[ ! -x $BUILD/fvdmount/fvdmount || ! -x $BUILD/fvd-img/fvd-img ]] || [[ -n $
 fi
 IMG=$BUILD/fvd-img/fvd-img
 SERVER=fvdmount
+# FVD_OPTS: fvdmount -o options for the FVD views. Default passthrough=off: an image without backing would
+# otherwise be served by FUSE passthrough, so fio's O_DIRECT would reach the disk while qsd (cache.direct=off)
+# and the backed FVD view write into the page cache; set FVD_OPTS=passthrough=on to measure passthrough.
+FVD_OPTS=${FVD_OPTS:-passthrough=off}
 log "FVD server: $SERVER"
 
 rm -rf "$W"; mkdir -p "$W" "$RAW"
@@ -87,7 +91,7 @@ rm -f "$RAW"/*.json "$RAW"/*.log
 cat > "$RAW/meta.json" <<EOF
 {"mode": "$MODE", "date": "$(date -u +%FT%TZ)", "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)",
  "kernel": "$(uname -r)", "cpus": $(nproc), "template_bytes": $T, "virtual_bytes": $V,
- "fvd_server": "$SERVER", "qsd_version": "$(qemu-storage-daemon --version | head -1)",
+ "fvd_server": "$SERVER -o $FVD_OPTS", "qsd_version": "$(qemu-storage-daemon --version | head -1)",
  "fio_version": "$(fio --version)", "qsd_cache_direct": "$QSD_CACHE_DIRECT", "pm_mount_opts": "$PM_MOUNT_OPTS",
  "combos": "$COMBOS", "slice_4k": $SLICE_4K, "reps": $REPS, "slice_64k": $SLICE_64K, "pm_trace_files": $PM_TRACE_FILES, "pm_files": $PM_FILES, "pm_transactions": $PM_TRANS, "pm_reps": $PM_REPS}
 EOF
@@ -123,7 +127,7 @@ start_qsd() { # view image fmt mountfile
 start_fvd() { # view image mountdir
     local view=$1 img=$2 mnt=$3
     mkdir -p "$mnt"
-    "$BUILD/fvdmount/fvdmount" -f "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
+    "$BUILD/fvdmount/fvdmount" -f -o "$FVD_OPTS" "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid"); FUSE_MNTS+=("$mnt"); PID_OF[$view]=$pid
     wait_fuse "$mnt" "$pid"
