@@ -38,7 +38,7 @@ internal sealed class CheckCommand(Cli cli) : ImgCommand(cli)
         var mode = p.GetValue(_repair) switch { "leaks" => RepairMode.Leaks, "all" => RepairMode.All, _ => RepairMode.None };
         bool json = p.GetValue(_output) == "json";
 
-        var first = ImageChecker.Check(path, mode);
+        var first = Cli.WithProgress(p.GetValue(_progress), "Checking", progress => ImageChecker.Check(path, mode, progress));
         var final = first;
         if (mode != RepairMode.None && first.Fixed > 0)
         {
