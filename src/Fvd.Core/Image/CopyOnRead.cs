@@ -151,8 +151,7 @@ public sealed partial class FvdImage
             }
             finally
             {
-                for (int i = stripes.Length - 1; i >= 0; i--) Monitor.Exit(_stripes[stripes[i]]);
-                if (rented is not null) ArrayPool<int>.Shared.Return(rented);
+                UnlockStripes(stripes, rented);
             }
         }
         return saved;

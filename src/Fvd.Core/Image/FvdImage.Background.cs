@@ -8,8 +8,6 @@ public sealed partial class FvdImage
 {
     private Prefetcher? _prefetcher;
 
-    internal long BitmapEndBytes => BitmapEnd;
-
     /// <summary>
     /// Starts copy-on-read (per the header's flag unless overridden) and prefetch (when the header's start
     /// delay, or the override, is >= 0). No-op without a backing or when read-only or finished.

@@ -46,7 +46,7 @@ public sealed partial class FvdImage
     /// End of the bytes that have bits: the backing's size rounded up to a whole block (the last block may
     /// reach past the backing's end; its bit covers that tail too).
     /// </summary>
-    private long BitmapEnd => Math.Min(_bitmap.Blocks << _blockShift, Length);
+    internal long BitmapEnd => Math.Min(_bitmap.Blocks << _blockShift, Length);
 
     /// <summary>True once every block is local (prefetch finished): the backing is never consulted.</summary>
     private bool AllLocal => (_header.Flags & Format.HeaderFlags.PrefetchFinished) != 0;

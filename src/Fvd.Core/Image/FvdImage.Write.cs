@@ -51,8 +51,7 @@ public sealed partial class FvdImage
         }
         finally
         {
-            for (int i = stripes.Length - 1; i >= 0; i--) Monitor.Exit(_stripes[stripes[i]]);
-            if (rented is not null) ArrayPool<int>.Shared.Return(rented);
+            UnlockStripes(stripes, rented);
         }
     }
 
@@ -123,6 +122,13 @@ public sealed partial class FvdImage
             case Op.Discard: _data.Discard(offset, length); break;
             default: _data.WriteZeroes(offset, length); break;
         }
+    }
+
+    /// <summary>Releases what LockStripes took, in reverse order, and returns its rented buffer.</summary>
+    private void UnlockStripes(Span<int> held, int[]? rented)
+    {
+        for (int i = held.Length - 1; i >= 0; i--) Monitor.Exit(_stripes[held[i]]);
+        if (rented is not null) ArrayPool<int>.Shared.Return(rented);
     }
 
     /// <summary>Locks the stripes of blocks [first, last] in ascending order; returns the indices held.</summary>

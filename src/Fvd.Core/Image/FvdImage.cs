@@ -208,14 +208,9 @@ public sealed partial class FvdImage : IBlockDevice
     private static IBlockDevice OpenBacking(string resolved, FvdOpenOptions o)
     {
         if (HttpRangeDevice.IsUrl(resolved)) return HttpRangeDevice.Open(resolved);
-        if (!File.Exists(resolved))
-        {
-            if (Directory.Exists(resolved))
-                throw new FvdException(FvdErrorKind.InvalidArgument, "backing file is a directory", resolved);
-            bool isDev = resolved.StartsWith("/dev/", StringComparison.Ordinal) && Path_Exists(resolved);
-            if (!isDev) throw new FvdException(FvdErrorKind.NotFound, "backing file not found", resolved);
-        }
         var kind = FileKinds.Of(resolved);
+        if (kind == FileKind.Missing) throw new FvdException(FvdErrorKind.NotFound, "backing file not found", resolved);
+        if (kind == FileKind.Directory) throw new FvdException(FvdErrorKind.InvalidArgument, "backing file is a directory", resolved);
         if (kind == FileKind.BlockDevice && !o.AllowDeviceBacking)
             throw new FvdException(FvdErrorKind.PermissionDenied, "backing is a block device; allow it explicitly (allow_device_backing)", resolved);
         if (kind is not (FileKind.Regular or FileKind.BlockDevice))
@@ -233,8 +228,6 @@ public sealed partial class FvdImage : IBlockDevice
         if (kind != FileKind.Regular)
             throw new FvdException(FvdErrorKind.PermissionDenied, $"{what} is a {kind.ToString().ToLowerInvariant()}, not a regular file", path);
     }
-
-    private static bool Path_Exists(string p) => File.Exists(p) || FileKinds.Of(p) != FileKind.Missing;
 
     /// <summary>Opens an image. Every header field is validated before use.</summary>
     public static FvdImage Open(string path, FvdOpenOptions? options = null)

@@ -104,7 +104,7 @@ internal sealed class Prefetcher : IDisposable
             }
             long e = Math.Min(Math.Min(bitmap.NextWithValue(b, limit, true), limit), b + chunkBlocks);
             long off = b << shift;
-            int len = (int)(Math.Min(e << shift, _img.BitmapEndBytes) - off);
+            int len = (int)(Math.Min(e << shift, _img.BitmapEnd) - off);
             var buf = ArrayPool<byte>.Shared.Rent(len);
             var sw = Stopwatch.StartNew();
             try
