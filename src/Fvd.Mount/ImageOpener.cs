@@ -87,7 +87,7 @@ public static class ImageOpener
     {
         ArgumentNullException.ThrowIfNull(options);
         bool readOnly = options.ReadOnly;
-        if (IsFvd(path))
+        if (Converter.DetectFormat(path) == "fvd") // by magic, never by name
         {
             var img = FvdImage.Open(path, new FvdOpenOptions { ReadOnly = readOnly });
             try
@@ -134,22 +134,6 @@ public static class ImageOpener
             MaxReadKiBps = o.PrefetchMaxReadKiBps ?? header.MaxReadKiBps,
             MinReadKiBps = o.PrefetchMinReadKiBps ?? header.MinReadKiBps,
         };
-    }
-
-    private static bool IsFvd(string path)
-    {
-        try
-        {
-            using var f = FileDevice.Open(path, readOnly: true);
-            if (f.Length < FvdHeader.Magic.Length) return false;
-            Span<byte> magic = stackalloc byte[8];
-            f.Read(0, magic);
-            return magic.SequenceEqual(FvdHeader.Magic);
-        }
-        catch (FvdException e) when (e.Kind == FvdErrorKind.NotFound)
-        {
-            throw new FvdException(FvdErrorKind.NotFound, "image not found", path);
-        }
     }
 
     /// <summary>The name the image gets in the mount: "vm1.fvd" and "vm1.img" both become "vm1.raw".</summary>
