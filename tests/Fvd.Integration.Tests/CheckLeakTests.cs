@@ -44,4 +44,34 @@ public sealed class CheckLeakTests : IDisposable
         Array.Fill(template, (byte)1, 1 << 20, 256 << 10); // the flushed write; the unflushed one is lost, as it may be
         Assert.True(all.AsSpan().SequenceEqual(template));
     }
+
+    [Fact]
+    public void The_first_writable_open_after_a_crash_reclaims_leaks()
+    {
+        var template = _h.MakeTemplate(_h.P("base.raw"), 4L << 20, [0, 1, 2, 3], []);
+        Assert.Equal(0, _h.Img("create", "-q", "-b", "base.raw", "-F", "raw", "-o", "block_size=64k", _h.P("a.fvd")).Code);
+        var ones = new byte[192 << 10];
+        Array.Fill(ones, (byte)7);
+        using (var img = FvdImage.Open(_h.P("a.fvd")))
+        {
+            img.Write(2 << 20, ones); // never flushed
+            TempDir.CopyLocked(_h.P("a.fvd"), _h.P("c.fvd"));
+            TempDir.CopyLocked(_h.P("a.data"), _h.P("c.data"));
+        }
+        File.Move(_h.P("c.data"), _h.P("a.data"), overwrite: true);
+        File.Move(_h.P("c.fvd"), _h.P("a.fvd"), overwrite: true);
+        long leaked = CliHarness.Allocated(_h.P("a.data"));
+        Assert.True(leaked >= 192 << 10);
+
+        using (var re = FvdImage.Open(_h.P("a.fvd")))
+        {
+            Assert.True(re.WasUnclean);
+            var all = new byte[4 << 20];
+            re.Read(0, all);
+            Assert.True(all.AsSpan().SequenceEqual(template)); // the unflushed write is gone, as it may be
+        }
+        Assert.True(CliHarness.Allocated(_h.P("a.data")) <= leaked - (192 << 10), "recovery did not punch the leak");
+        var r = _h.Img("check", _h.P("a.fvd"));
+        Assert.True(r.Code == 0, r.Out + r.Err);
+    }
 }

@@ -336,6 +336,13 @@ public sealed partial class FvdImage : IBlockDevice
         var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, readOnly);
         if (!readOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
             img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
+        // Recovery after a crash: data written but never flushed lies in blocks whose bit is still 0. It is
+        // never read; punch it out before any request runs, so the space comes back and check finds no leak.
+        if (!readOnly && img.WasUnclean && header.HasBacking && !img.AllLocal)
+        {
+            var (leaks, _) = Leaks.Find(data, bitmap, header.BlockSize, img.BitmapEnd);
+            if (leaks.Count > 0) Leaks.Reclaim(data, leaks);
+        }
         return img;
     }
 

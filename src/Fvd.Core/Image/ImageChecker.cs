@@ -245,50 +245,19 @@ public static class ImageChecker
         }
     }
 
-    /// <summary>
-    /// Leaks, in qcow2's sense: data allocated in the data file for blocks whose bit is 0, which therefore
-    /// still read from the backing. A write that reached the data file but not a flush before a crash leaves
-    /// such data; it is never read, only wastes space. Repair punches it out (the image is locked
-    /// exclusively then, and a 0 bit means nothing refers to those bytes).
-    /// </summary>
+    /// <summary>Leaks (see Leaks.cs); repair punches them out while the image is locked exclusively.</summary>
     private static void ScanLeakedData(string dataPath, FvdHeader h, Bitmap bitmap, RepairMode repair, CheckReport r, Action<long, long>? progress)
     {
         long bs = h.BlockSize;
         long end = Math.Min(bitmap.Blocks * bs, h.VirtualSize);
         using var data = FileDevice.Open(dataPath, readOnly: repair == RepairMode.None);
         data.AssumeLength(Math.Max(data.Length, h.VirtualSize));
-        var leaked = new List<(long Offset, long Length)>();
-        long leakedBytes = 0;
-        for (long pos = 0; pos < end;)
-        {
-            var e = data.GetExtent(pos, end - pos);
-            if (e.Length <= 0) break;
-            if (e.Kind == ExtentKind.Data)
-            {
-                // Whole blocks with bit 0 that this allocated extent touches.
-                for (long b = e.Offset / bs, last = (e.End - 1) / bs; b <= last;)
-                {
-                    long z = bitmap.NextWithValue(b, last + 1, false);
-                    if (z > last) break;
-                    long z2 = Math.Min(bitmap.NextWithValue(z, last + 1, true), last + 1);
-                    long off = z * bs, len = Math.Min(z2 * bs, end) - off;
-                    long inExtent = Math.Min(off + len, e.End) - Math.Max(off, e.Offset);
-                    leakedBytes += inExtent;
-                    if (leaked.Count > 0 && leaked[^1].Offset + leaked[^1].Length == off) leaked[^1] = (leaked[^1].Offset, leaked[^1].Length + len);
-                    else leaked.Add((off, len));
-                    b = z2;
-                }
-            }
-            pos = e.End;
-            progress?.Invoke(pos, end);
-        }
-        progress?.Invoke(end, end);
+        var (leaked, leakedBytes) = Leaks.Find(data, bitmap, bs, end, progress);
         if (leakedBytes == 0) return;
         bool fix = repair != RepairMode.None;
         if (fix)
         {
-            foreach (var (off, len) in leaked) data.Discard(off, len);
-            data.Flush();
+            Leaks.Reclaim(data, leaked);
         }
         r.Add(CheckSeverity.Repairable,
             $"{leakedBytes} bytes allocated in the data file for {leaked.Count} ranges of blocks that still read from the backing (written but not flushed before a crash)", fix);
