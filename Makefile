@@ -3,6 +3,7 @@ SHELL := /bin/bash
 DOTNET ?= dotnet
 CONFIG ?= Release
 LONG ?= 0
+FILTER ?=
 QUICK ?= 0
 PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
@@ -39,7 +40,7 @@ publish:
 	ln -sf ../lib/fvdmount/fvdmount $(OUT)/bin/fvdmount
 
 test: deps build
-	bash tests/run-tests.sh $(CONFIG)
+	FILTER='$(FILTER)' bash tests/run-tests.sh $(CONFIG)
 
 run: deps publish
 	bash packaging/demo.sh $(OUT)/bin $(DEMO)
