@@ -26,14 +26,12 @@ public sealed class CliTests : IDisposable
         return content;
     }
 
+    /// <summary>Rewrites every header copy with the edit applied to the current one.</summary>
     private static void EditHeader(string path, Func<FvdHeader, FvdHeader> edit)
     {
-        var bytes = new byte[FvdHeader.Size];
+        var h = edit(HeaderSlots.Current(File.ReadAllBytes(path)));
         using var fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
-        fs.ReadExactly(bytes);
-        var h = edit(FvdHeader.Parse(bytes));
-        fs.Position = 0;
-        fs.Write(h.ToBytes());
+        fs.Write(HeaderSlots.Initial(h));
     }
 
     [Fact]
@@ -180,7 +178,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, _h.Img("create", "-b", _h.P("small.raw"), "-F", "raw", "-o", "zero_aware=off", _h.P("s.fvd")).Code);
         using (var fs = new FileStream(_h.P("s.fvd"), FileMode.Open, FileAccess.ReadWrite))
         {
-            fs.Position = 4096;
+            fs.Position = 8192; // the bitmap, after the two header copies
             fs.WriteByte(0x80);
         }
         var r = _h.Img("check", _h.P("s.fvd"));
