@@ -208,4 +208,49 @@ public sealed class DeviceCrashTests(ITestOutputHelper output) : IDisposable
             Assert.Equal(backing, got);
         }
     }
+
+    [Fact]
+    public void FailedMetadataSyncIsFinalAndTheImageIsNeverMarkedClean()
+    {
+        var backing = new byte[40_000];
+        new Random(6).NextBytes(backing);
+        File.WriteAllBytes(_dir.File("base.raw"), backing);
+        string img = _dir.File("t.fvd");
+        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = 65536, BackingFile = "base.raw", BlockSize = 512 });
+        int failures = 0;
+        var meta = new RecordingDevice(FileDevice.Open(img, readOnly: false))
+        {
+            Before = o => { if (o.Op == RecordedOp.Flush && failures-- > 0) throw new FvdException(FvdErrorKind.Io, "injected metadata fdatasync failure"); },
+        };
+        var image = FvdImage.Attach(img, meta, FileDevice.Open(_dir.File("t.data"), readOnly: false),
+            FileDevice.Open(_dir.File("base.raw"), readOnly: true), _dir.File("base.raw"), readOnly: false);
+        image.Write(1024, new byte[512]);
+        failures = 1;
+        Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Flush()).Kind);
+        // The bits may or may not have reached the disk; the metadata file works again, but nothing may
+        // now claim they did.
+        Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Flush()).Kind);
+        Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.SetHeaderFlags(HeaderFlags.CopyOnRead, 0)).Kind);
+        Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Dispose()).Kind);
+        var h = HeaderSlots.Current(DurabilityTests.ReadShared(img));
+        Assert.Equal(HeaderFlags.None, h.Flags & (HeaderFlags.CleanShutdown | HeaderFlags.CopyOnRead));
+        Assert.Equal(IncompatibleFeatures.Corrupt, h.Incompatible & IncompatibleFeatures.Corrupt);
+        Assert.Equal(0, ImageChecker.Check(img, RepairMode.All).Errors);
+        using var re = FvdImage.Open(img);
+        Assert.False(re.WasUnclean);
+    }
+
+    [Fact]
+    public void PrefetchAfterAFailedSyncNeverFinishes()
+    {
+        int failures = 1;
+        var image = ImageFailingOn(7, RecordedOp.Flush, () => failures-- > 0, out _, out string img);
+        var e = Assert.Throws<FvdException>(() => image.PrefetchNow());
+        Assert.Equal(FvdErrorKind.Io, e.Kind);
+        // A second run must not retry its way to "finished" over data whose sync failed.
+        Assert.Throws<FvdException>(() => image.PrefetchNow());
+        Assert.Equal(HeaderFlags.None, HeaderSlots.Current(DurabilityTests.ReadShared(img)).Flags & HeaderFlags.PrefetchFinished);
+        Assert.False(BitOnDisk(img, 0));
+        Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Dispose()).Kind);
+    }
 }

@@ -381,7 +381,7 @@ public sealed partial class FvdImage : IBlockDevice
         }
         catch (Exception e) when (e is FvdException or IOException)
         {
-            _syncFailure = $"{what} failed ({e.Message}); writes since the last successful flush may be lost. close the image and run 'fvd-img check -r all'";
+            _syncFailure = $"{what} failed ({e.Message}); writes since the last successful flush may be lost; close the image and run 'fvd-img check -r all'";
             MarkCorrupt();
             throw new FvdException(FvdErrorKind.Io, _syncFailure, Path, e);
         }
