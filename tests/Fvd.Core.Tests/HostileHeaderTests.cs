@@ -729,6 +729,18 @@ public class HeaderSlotTests
     }
 
     [Fact]
+    public void ImageWithADestroyedFirstCopyIsStillRecognizedAndOpens()
+    {
+        using var h = new HostileImage();
+        h.MutateSlot(0, b => Array.Clear(b), fixCrc: false);
+        Assert.Equal("fvd", Converter.DetectFormat(h.Image)); // fvdmount and convert must not take it for raw
+        Assert.Equal(3, ImageChecker.Check(h.Image).ExitCode);
+        using (var img = FvdImage.Open(h.Image)) Assert.Equal(65536, img.Length);
+        // The writable open's header updates went to the damaged slot, so it is whole again.
+        Assert.Equal(0, ImageChecker.Check(h.Image).ExitCode);
+    }
+
+    [Fact]
     public void NewerGenerationWinsAndATieUsesCopy0()
     {
         using var h = new HostileImage();
