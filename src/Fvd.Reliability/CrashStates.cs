@@ -110,14 +110,14 @@ public sealed class CrashStateHarness
     public Action<string>? Log { get; init; }
 
     private const int Meta = 0, Data = 1;
-    private int _inline;
+    private int _inline, _failedSync, _singleSlot;
 
     /// <summary>Runs workloads seed .. seed+workloads-1.</summary>
     public HarnessResult Run(int seed, int workloads)
     {
         var result = new HarnessResult("crash-states");
         for (int w = 0; w < workloads; w++) RunWorkload(seed + w, result);
-        result.Notes.Add($"crash-states: {workloads} workloads (seeds {seed}..{seed + workloads - 1}), {_inline} with inline data; passed counts states plus one trace check per workload");
+        result.Notes.Add($"crash-states: {workloads} workloads (seeds {seed}..{seed + workloads - 1}), {_inline} with inline data, {_singleSlot} with one header slot, {_failedSync} with a failing fdatasync; passed counts states plus one trace check per workload");
         return result;
     }
 
@@ -221,6 +221,8 @@ public sealed class CrashStateHarness
     {
         var w = MakeWorkload(seed, allowInline: !PlantSwallowDataFlush, failSyncs: !PlantSwallowDataFlush);
         if (w.Inline) _inline++;
+        if (w.FailSync is not null) _failedSync++;
+        if (!w.Image.Header.TwoSlots) _singleSlot++;
         List<Rec> log;
         try
         {
