@@ -55,22 +55,23 @@ public sealed class MemImage
 
     /// <summary>
     /// Builds a fresh, clean image the way FvdImage.Create lays it out (header, bitmap, sparse data file),
-    /// with zero-aware marking of all-zero backing blocks.
+    /// with zero-aware marking of all-zero backing blocks. singleSlot: the older layout with one header copy.
     /// </summary>
-    public static MemImage Build(long virtualSize, int blockSize, byte[]? backing, bool inline = false, bool zeroAware = true)
+    public static MemImage Build(long virtualSize, int blockSize, byte[]? backing, bool inline = false, bool zeroAware = true, bool singleSlot = false)
     {
         long backingSize = backing is null ? 0 : Math.Min(backing.Length, virtualSize);
         long blocks = backingSize > 0 ? FvdHeader.CeilDiv(backingSize, blockSize) : 0;
         long bitmapLen = FvdHeader.CeilDiv(blocks, 8);
-        long metaEnd = bitmapLen == 0 ? FvdHeader.Size : FvdHeader.AlignUp(FvdHeader.Size + bitmapLen, 4096);
+        long headerArea = singleSlot ? FvdHeader.Size : HeaderSlots.Count * FvdHeader.Size;
+        long metaEnd = bitmapLen == 0 ? headerArea : FvdHeader.AlignUp(headerArea + bitmapLen, 4096);
         var header = new FvdHeader
         {
             Flags = HeaderFlags.CleanShutdown,
-            Incompatible = inline ? IncompatibleFeatures.InlineData : 0,
+            Incompatible = (inline ? IncompatibleFeatures.InlineData : 0) | (singleSlot ? 0 : IncompatibleFeatures.TwoHeaderSlots),
             VirtualSize = virtualSize,
             BlockSize = blockSize,
             BackingSize = backingSize,
-            BitmapOffset = bitmapLen > 0 ? FvdHeader.Size : 0,
+            BitmapOffset = bitmapLen > 0 ? headerArea : 0,
             BitmapLength = bitmapLen,
             DataOffset = inline ? metaEnd : 0,
             BackingFormat = backing is not null ? "raw" : "",
@@ -80,7 +81,7 @@ public sealed class MemImage
         long metaLen = inline ? metaEnd + virtualSize : metaEnd;
         header.Validate(metaLen);
         var meta = new byte[metaLen];
-        header.WriteTo(meta);
+        HeaderSlots.Initial(header).CopyTo(meta, 0);
         if (blocks > 0)
         {
             var bm = new Bitmap(blocks);
@@ -91,7 +92,7 @@ public sealed class MemImage
                     int n = (int)Math.Min(blockSize, backingSize - s);
                     if (DeviceChecks.IsZero(backing.AsSpan((int)s, n))) bm.SetRange(b, 1);
                 }
-            bm.ToBytes().CopyTo(meta, FvdHeader.Size);
+            bm.ToBytes().CopyTo(meta, header.BitmapOffset);
         }
         return new MemImage { Meta = meta, Data = inline ? null : new byte[virtualSize], Backing = backing, Header = header };
     }

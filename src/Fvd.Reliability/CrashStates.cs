@@ -6,6 +6,11 @@
 // at most 8 are pending, seeded samples otherwise), each possibly torn at 512-byte sectors. Every state is
 // attached (recovery), read whole and checked against the guest-level oracle, then closed and re-opened to
 // check that recovery is idempotent. The trace itself is checked for bitmap monotonicity and ordering.
+//
+// Some workloads see one fdatasync fail (then succeed again), as Linux reports a writeback error once: the
+// requests pending at the failed flush never become durable, whatever later flushes do, so they stay in
+// every later state in any subset. Header writes are torn like any other request, so each state also
+// checks that a torn header update leaves a copy that opens.
 using Fvd.Core;
 using Fvd.Core.Format;
 using Fvd.Core.Image;
@@ -13,7 +18,7 @@ using Fvd.Core.Io;
 
 namespace Fvd.Reliability;
 
-public enum RecKind { Write, Discard, Zero, Flush, GuestStart, GuestDone }
+public enum RecKind { Write, Discard, Zero, Flush, FailedFlush, GuestStart, GuestDone }
 
 public readonly record struct Rec(int Dev, RecKind Kind, long Off, long Len, byte[]? Data, int GuestOp);
 
@@ -33,6 +38,8 @@ public sealed class RecordingDevice : IBlockDevice
 
     public long Length => _inner.Length;
     public bool IsReadOnly => _inner.IsReadOnly;
+    /// <summary>The flush this many flushes from now fails (once, like a writeback error); negative: none.</summary>
+    public int FailFlushIn { get; set; } = -1;
     public void Read(long offset, Span<byte> buffer) => _inner.Read(offset, buffer);
 
     public void Write(long offset, ReadOnlySpan<byte> buffer)
@@ -43,6 +50,11 @@ public sealed class RecordingDevice : IBlockDevice
 
     public void Flush()
     {
+        if (FailFlushIn >= 0 && FailFlushIn-- == 0)
+        {
+            lock (_log) _log.Add(new Rec(_dev, RecKind.FailedFlush, 0, 0, null, -1));
+            throw new FvdException(FvdErrorKind.Io, "injected fdatasync failure");
+        }
         _inner.Flush();
         lock (_log) _log.Add(new Rec(_dev, RecKind.Flush, 0, 0, null, -1));
     }
@@ -98,14 +110,14 @@ public sealed class CrashStateHarness
     public Action<string>? Log { get; init; }
 
     private const int Meta = 0, Data = 1;
-    private int _inline;
+    private int _inline, _failedSync, _singleSlot;
 
     /// <summary>Runs workloads seed .. seed+workloads-1.</summary>
     public HarnessResult Run(int seed, int workloads)
     {
         var result = new HarnessResult("crash-states");
         for (int w = 0; w < workloads; w++) RunWorkload(seed + w, result);
-        result.Notes.Add($"crash-states: {workloads} workloads (seeds {seed}..{seed + workloads - 1}), {_inline} with inline data; passed counts states plus one trace check per workload");
+        result.Notes.Add($"crash-states: {workloads} workloads (seeds {seed}..{seed + workloads - 1}), {_inline} with inline data, {_singleSlot} with one header slot, {_failedSync} with a failing fdatasync; passed counts states plus one trace check per workload");
         return result;
     }
 
@@ -119,16 +131,19 @@ public sealed class CrashStateHarness
         public required List<GuestOp> Ops;
         /// <summary>Data inside the metadata file (one device: data and bitmap ordered by the same flushes).</summary>
         public required bool Inline;
+        /// <summary>When set: (device, n) = the n-th flush of that device after the image is open fails once.</summary>
+        public required (int Dev, int Nth)? FailSync;
         public long BackingSize => Image.Header.BackingSize;
         public byte Original(long x) => Backing is not null && x < BackingSize ? Backing[x] : (byte)0;
-        public string Describe() => $"seed {Seed}{(Inline ? " (inline data)" : "")}: vsize {VSize}, block {BlockSize}, backing {BackingSize}; ops: "
+        public string Describe() => $"seed {Seed}{(Inline ? " (inline data)" : "")}{(FailSync is { } f ? $" (flush #{f.Nth} of {(f.Dev == Meta ? "meta" : "data")} fails)" : "")}: vsize {VSize}, block {BlockSize}, backing {BackingSize}; ops: "
             + string.Join("; ", Ops.Select((o, i) => $"#{i} {o}"));
     }
 
-    private static Workload MakeWorkload(int seed, bool allowInline)
+    private static Workload MakeWorkload(int seed, bool allowInline, bool failSyncs)
     {
         var rng = new Random(seed);
         bool inline = allowInline && rng.Next(4) == 0;
+        bool singleSlot = rng.Next(4) == 0; // images made before two header copies
         int bs = new[] { 512, 1024, 4096, 8192 }[rng.Next(4)];
         int blocks = 16;
         long vsize = (long)bs * blocks;
@@ -138,7 +153,7 @@ public sealed class CrashStateHarness
             int blen = rng.Next(3) switch { 0 => (int)vsize, 1 => (int)vsize * 3 / 4 + 100, _ => (int)vsize + 4096 };
             backing = MemImage.RandomBacking(rng, blen, bs);
         }
-        var img = MemImage.Build(vsize, bs, backing, inline);
+        var img = MemImage.Build(vsize, bs, backing, inline, singleSlot: singleSlot);
         var ops = new List<GuestOp>();
         int n = 5 + rng.Next(8);
         for (int i = 0; i < n; i++)
@@ -162,28 +177,40 @@ public sealed class CrashStateHarness
             else ops.Add(new GuestOp(r < 90 ? GuestKind.Discard : GuestKind.Zero, off, len, null));
         }
         ops.Add(new GuestOp(GuestKind.Close, 0, 0, null));
-        return new Workload { Seed = seed, VSize = vsize, BlockSize = bs, Backing = backing, Image = img, Ops = ops, Inline = inline };
+        // A separate stream, so the workloads of earlier seeds stay as they were.
+        var frng = new Random(seed ^ 0x5EED);
+        (int, int)? failSync = failSyncs && frng.Next(3) == 0 ? (inline || frng.Next(3) == 0 ? Meta : Data, frng.Next(3)) : null;
+        return new Workload { Seed = seed, VSize = vsize, BlockSize = bs, Backing = backing, Image = img, Ops = ops, Inline = inline, FailSync = failSync };
     }
 
     private List<Rec> Record(Workload w)
     {
         var log = new List<Rec>();
         var metaDev = new RecordingDevice(new MemoryDevice((byte[])w.Image.Meta.Clone()), Meta, log);
-        IBlockDevice? dataDev = w.Inline ? null : new RecordingDevice(new MemoryDevice((byte[])w.Image.Data!.Clone()), Data, log);
+        var dataRec = w.Inline ? null : new RecordingDevice(new MemoryDevice((byte[])w.Image.Data!.Clone()), Data, log);
+        IBlockDevice? dataDev = dataRec;
         if (PlantSwallowDataFlush && dataDev is not null) dataDev = new SwallowFlushDevice(dataDev);
         var backing = w.Backing is null ? null : new MemoryDevice(w.Backing, readOnly: true);
         var img = MemImage.Attach(metaDev, dataDev, backing, readOnly: false);
+        if (w.FailSync is { } fs) (fs.Dev == Meta ? metaDev : dataRec!).FailFlushIn = fs.Nth;
         for (int i = 0; i < w.Ops.Count; i++)
         {
             var op = w.Ops[i];
             log.Add(new Rec(-1, RecKind.GuestStart, 0, 0, null, i));
-            switch (op.Kind)
+            try
             {
-                case GuestKind.Write: img.Write(op.Off, op.Data); break;
-                case GuestKind.Discard: img.Discard(op.Off, op.Len); break;
-                case GuestKind.Zero: img.WriteZeroes(op.Off, op.Len); break;
-                case GuestKind.Flush: img.Flush(); break;
-                case GuestKind.Close: img.Dispose(); break;
+                switch (op.Kind)
+                {
+                    case GuestKind.Write: img.Write(op.Off, op.Data); break;
+                    case GuestKind.Discard: img.Discard(op.Off, op.Len); break;
+                    case GuestKind.Zero: img.WriteZeroes(op.Off, op.Len); break;
+                    case GuestKind.Flush: img.Flush(); break;
+                    case GuestKind.Close: img.Dispose(); break;
+                }
+            }
+            catch (FvdException e) when (w.FailSync is not null && e.Kind == FvdErrorKind.Io && op.Kind is GuestKind.Flush or GuestKind.Close)
+            {
+                continue; // the flush failed: it promises nothing (no GuestDone)
             }
             log.Add(new Rec(-1, RecKind.GuestDone, 0, 0, null, i));
         }
@@ -192,8 +219,10 @@ public sealed class CrashStateHarness
 
     private void RunWorkload(int seed, HarnessResult result)
     {
-        var w = MakeWorkload(seed, allowInline: !PlantSwallowDataFlush);
+        var w = MakeWorkload(seed, allowInline: !PlantSwallowDataFlush, failSyncs: !PlantSwallowDataFlush);
         if (w.Inline) _inline++;
+        if (w.FailSync is not null) _failedSync++;
+        if (!w.Image.Header.TwoSlots) _singleSlot++;
         List<Rec> log;
         try
         {
@@ -223,9 +252,14 @@ public sealed class CrashStateHarness
         {
             var r = log[i];
             bool inlineData = w.Inline && r.Dev == Meta && r.Kind != RecKind.Flush && r.Off >= h.DataOffset;
-            if (r.Dev == Data || inlineData || (w.Inline && r.Dev == Meta && r.Kind == RecKind.Flush))
+            if (r.Dev == Data || inlineData || (w.Inline && r.Dev == Meta && r.Kind is RecKind.Flush or RecKind.FailedFlush))
             {
                 if (r.Kind == RecKind.Flush) lastDataFlush = i;
+                else if (r.Kind == RecKind.FailedFlush)
+                {
+                    // Data pending at a failed sync never becomes durable: no bit may ever name it.
+                    for (long b = 0; b < blocks; b++) if (lastDataOp[b] > lastDataFlush) lastDataOp[b] = int.MaxValue;
+                }
                 else
                 {
                     long off = inlineData ? r.Off - h.DataOffset : r.Off;
@@ -233,7 +267,7 @@ public sealed class CrashStateHarness
                     for (long b = fb; b <= lb; b++) lastDataOp[b] = i;
                 }
             }
-            if (r.Dev == Meta && r.Kind != RecKind.Flush && !inlineData)
+            if (r.Dev == Meta && r.Kind is not (RecKind.Flush or RecKind.FailedFlush) && !inlineData)
             {
                 long bmStart = h.BitmapOffset, bmEnd = h.BitmapOffset + h.BitmapLength;
                 long from = Math.Max(r.Off, bmStart), to = Math.Min(r.Off + r.Len, bmEnd);
@@ -253,7 +287,9 @@ public sealed class CrashStateHarness
                         long b = (x - bmStart) * 8 + bit;
                         if (b < blocks && lastDataOp[b] > lastDataFlush)
                         {
-                            result.Fail($"crash-states {w.Describe()}: trace #{i}: bit {b} written to the metadata before the data write (trace #{lastDataOp[b]}) was flushed");
+                            result.Fail(lastDataOp[b] == int.MaxValue
+                                ? $"crash-states {w.Describe()}: trace #{i}: bit {b} written for data whose sync failed"
+                                : $"crash-states {w.Describe()}: trace #{i}: bit {b} written to the metadata before the data write (trace #{lastDataOp[b]}) was flushed");
                             ok = false;
                         }
                     }
@@ -270,27 +306,39 @@ public sealed class CrashStateHarness
         var rng = new Random(w.Seed * 7919 + 17);
         var durable = new[] { (byte[])w.Image.Meta.Clone(), w.Inline ? [] : (byte[])w.Image.Data!.Clone() };
         var pending = new[] { new List<Rec>(), new List<Rec>() };
+        // Per device: requests pending at a failed sync (never durable, may survive in any subset), then the
+        // requests made durable by later flushes, which land over them.
+        var limbo = new[] { new List<Rec>(), new List<Rec>() };
+        var afterLimbo = new[] { new List<Rec>(), new List<Rec>() };
         int startedMax = -1, lastFlushDone = -1;
         for (int i = 0; i <= log.Count; i++)
         {
             bool cut = i == log.Count || log[i].Dev >= 0;
             if (cut)
             {
-                var all = pending[0].Concat(pending[1]).ToList();
+                var all = limbo[0].Concat(limbo[1]).Concat(afterLimbo[0]).Concat(afterLimbo[1]).Concat(pending[0]).Concat(pending[1]).ToList();
+                int fixedFrom = limbo[0].Count + limbo[1].Count, fixedTo = fixedFrom + afterLimbo[0].Count + afterLimbo[1].Count;
                 var ctx = new CutContext(w, i, startedMax, lastFlushDone);
-                if (all.Count <= MaxExhaustive)
+                int free = all.Count - (fixedTo - fixedFrom);
+                int[] Fix(int[] c)
                 {
-                    for (int mask = 0; mask < 1 << all.Count; mask++)
+                    for (int k = fixedFrom; k < fixedTo; k++) c[k] = 1;
+                    return c;
+                }
+                if (free <= MaxExhaustive)
+                {
+                    for (int mask = 0; mask < 1 << free; mask++)
                     {
                         var choice = new int[all.Count];
-                        for (int k = 0; k < all.Count; k++) choice[k] = (mask >> k & 1) != 0 ? 1 : 0;
-                        CheckState(ctx, durable, all, choice, rng, result);
+                        for (int k = 0, bit = 0; k < all.Count; k++)
+                            if (k < fixedFrom || k >= fixedTo) choice[k] = (mask >> bit++ & 1) != 0 ? 1 : 0;
+                        CheckState(ctx, durable, all, Fix(choice), rng, result);
                     }
-                    if (all.Count > 0)
-                        for (int t = 0; t < TornPerCut; t++) CheckState(ctx, durable, all, RandomChoice(rng, all.Count), rng, result);
+                    if (free > 0)
+                        for (int t = 0; t < TornPerCut; t++) CheckState(ctx, durable, all, Fix(RandomChoice(rng, all.Count)), rng, result);
                 }
                 else
-                    for (int t = 0; t < Samples; t++) CheckState(ctx, durable, all, RandomChoice(rng, all.Count), rng, result);
+                    for (int t = 0; t < Samples; t++) CheckState(ctx, durable, all, Fix(RandomChoice(rng, all.Count)), rng, result);
             }
             if (i == log.Count) break;
             var r = log[i];
@@ -301,7 +349,14 @@ public sealed class CrashStateHarness
                     if (w.Ops[r.GuestOp].Kind is GuestKind.Flush or GuestKind.Close) lastFlushDone = r.GuestOp;
                     break;
                 case RecKind.Flush:
-                    foreach (var p in pending[r.Dev]) Apply(durable[r.Dev], p, null, 0);
+                    if (limbo[r.Dev].Count > 0) afterLimbo[r.Dev].AddRange(pending[r.Dev]);
+                    else foreach (var p in pending[r.Dev]) Apply(durable[r.Dev], p, null, 0);
+                    pending[r.Dev].Clear();
+                    break;
+                case RecKind.FailedFlush:
+                    limbo[r.Dev].AddRange(afterLimbo[r.Dev]); // once failed, later writes stay ordered after the lost ones
+                    afterLimbo[r.Dev].Clear();
+                    limbo[r.Dev].AddRange(pending[r.Dev]);
                     pending[r.Dev].Clear();
                     break;
                 default: pending[r.Dev].Add(r); break;
@@ -390,7 +445,7 @@ public sealed class CrashStateHarness
             return;
         }
         if (!second.AsSpan().SequenceEqual(first)) { result.Fail($"{Where()}: second open reads differently (recovery not idempotent)"); return; }
-        if (!meta.AsSpan().SequenceEqual(meta1) || !data.AsSpan().SequenceEqual(data1))
+        if (!SameBesidesGeneration(meta, meta1) || !data.AsSpan().SequenceEqual(data1))
         {
             result.Fail($"{Where()}: open+close twice left different bytes than once (recovery not idempotent)");
             return;
@@ -398,10 +453,33 @@ public sealed class CrashStateHarness
         result.Pass();
     }
 
+    /// <summary>
+    /// Equal metadata files, except that each open+close moves the header generation on (and between the
+    /// slots): the current headers must match once the generation is set aside.
+    /// </summary>
+    private static bool SameBesidesGeneration(byte[] a, byte[] b)
+    {
+        var ha = HeaderSlots.Current(a);
+        var hb = HeaderSlots.Current(b);
+        long area = ha.HeaderArea;
+        return area == hb.HeaderArea && a.AsSpan((int)area).SequenceEqual(b.AsSpan((int)area))
+            && (ha with { Generation = 0 }).ToBytes().AsSpan().SequenceEqual((hb with { Generation = 0 }).ToBytes());
+    }
+
     private static byte[] OpenReadClose(Workload w, byte[] meta, byte[] data)
     {
         var backing = w.Backing is null ? null : new MemoryDevice(w.Backing, readOnly: true);
-        var img = MemImage.Attach(new MemoryDevice(meta), w.Inline ? null : new MemoryDevice(data), backing, readOnly: false);
+        FvdImage img;
+        try
+        {
+            img = MemImage.Attach(new MemoryDevice(meta), w.Inline ? null : new MemoryDevice(data), backing, readOnly: false);
+        }
+        catch (FvdException e) when (e.Kind == FvdErrorKind.CorruptImage && w.FailSync is not null)
+        {
+            // A failed sync marked the image corrupt: writable opens wait for fvd-img check -r; read it as is.
+            backing = w.Backing is null ? null : new MemoryDevice(w.Backing, readOnly: true);
+            img = MemImage.Attach(new MemoryDevice(meta, readOnly: true), w.Inline ? null : new MemoryDevice(data, readOnly: true), backing, readOnly: true);
+        }
         try
         {
             var buf = new byte[w.VSize];

@@ -1,5 +1,5 @@
 // Harness 4: hostile images (reliability.md 5.3, F9, F10). A mutation fuzzer over valid images: header
-// fields set to boundary values, random byte flips with the CRC recomputed and not, bitmap bytes, truncated
+// fields set to boundary values (in either header copy, or both), random byte flips with the CRC recomputed and not, bitmap bytes, truncated
 // files, short data and backing devices. Each mutant is opened, mapped, read whole, written, flushed,
 // closed and re-opened; it must work or fail with FvdException, never another exception, never take more
 // than a second, never allocate more than a fixed cap. Plus the backing-path security checks.
@@ -31,7 +31,7 @@ public sealed class HostileImageFuzzer
         (96, 4, "prefetch_start_delay"), (100, 4, "prefetch_chunk"), (104, 4, "prefetch_min_read"), (108, 4, "prefetch_max_read"),
         (112, 4, "prefetch_min_write"), (116, 4, "prefetch_max_write"), (120, 4, "prefetch_throttle"), (124, 4, "max_outstanding_cor"),
         (128, 8, "table_offset"), (136, 8, "table_length"), (144, 8, "journal_offset"), (152, 8, "journal_length"),
-        (160, 8, "snapshot_offset"), (192, 8, "hashes_offset"), (200, 8, "hashes_length"),
+        (160, 8, "snapshot_offset"), (192, 8, "hashes_offset"), (200, 8, "hashes_length"), (208, 8, "generation"),
     };
 
     private static List<MemImage> BaseImages(Random rng)
@@ -43,12 +43,13 @@ public sealed class HostileImageFuzzer
             MemImage.Build(64 << 10, 1024, null),
             MemImage.Build(16 << 10, 4096, null, inline: true),
             MemImage.Build(40 << 10, 8192, MemImage.RandomBacking(rng, 64 << 10, 8192)),
+            MemImage.Build(64 << 10, 4096, MemImage.RandomBacking(rng, 40 << 10, 4096), singleSlot: true),
         };
         // Some local blocks, as a used image has.
         foreach (var m in list)
             if (m.Header.BitmapLength > 0)
                 for (long i = 0; i < m.Header.BitmapBlocks; i++)
-                    if (rng.Next(3) == 0) m.Meta[FvdHeader.Size + i / 8] |= (byte)(1 << (int)(i % 8));
+                    if (rng.Next(3) == 0) m.Meta[m.Header.BitmapOffset + i / 8] |= (byte)(1 << (int)(i % 8));
         return list;
     }
 
@@ -64,12 +65,21 @@ public sealed class HostileImageFuzzer
         0, 1, -1, int.MaxValue, int.MinValue, 512, 511, 513, 1024, 4096, 16 << 20, 32 << 20, 1L << 31, uint.MaxValue, 2, 3, 7, 255, 256,
     ];
 
-    private static void FixCrc(byte[] meta)
+    /// <summary>Recomputes the CRC of each header copy the mutant has.</summary>
+    private static void FixCrc(byte[] meta, int slots)
     {
-        if (meta.Length < FvdHeader.Size) return;
-        BinaryPrimitives.WriteUInt32LittleEndian(meta.AsSpan(16), 0);
-        BinaryPrimitives.WriteUInt32LittleEndian(meta.AsSpan(16), Crc32C.Compute(meta.AsSpan(0, FvdHeader.Size)));
+        for (int s = 0; s < slots; s++)
+        {
+            var h = meta.AsSpan((int)Math.Min(meta.Length, HeaderSlots.Offset(s)));
+            if (h.Length < FvdHeader.Size) return;
+            BinaryPrimitives.WriteUInt32LittleEndian(h[16..], 0);
+            BinaryPrimitives.WriteUInt32LittleEndian(h[16..], Crc32C.Compute(h[..FvdHeader.Size]));
+        }
     }
+
+    /// <summary>Where a header mutation lands: copy 0, copy 1 (two-slot images), or both.</summary>
+    private static int[] PickSlots(MemImage b, Random rng) => !b.Header.TwoSlots ? [0]
+        : rng.Next(3) switch { 0 => [0], 1 => [FvdHeader.Size], _ => [0, FvdHeader.Size] };
 
     public static Mutant Mutate(MemImage b, Random rng)
     {
@@ -86,23 +96,27 @@ public sealed class HostileImageFuzzer
                 case 0: case 1: case 2: case 3:
                 {
                     var f = Fields[rng.Next(Fields.Length)];
-                    if (f.Off + f.Size > meta.Length) break;
                     long v;
                     if (rng.Next(6) == 0) v = rng.NextInt64();
                     else if (f.Size == 8) { var vs = Values64(meta.Length, b.Header.VirtualSize); v = vs[rng.Next(vs.Length)]; }
                     else v = Values32[rng.Next(Values32.Length)];
-                    if (f.Size == 8) BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(f.Off), v);
-                    else BinaryPrimitives.WriteUInt32LittleEndian(meta.AsSpan(f.Off), unchecked((uint)v));
-                    desc.Add($"{f.Name}={v}");
+                    foreach (int slot in PickSlots(b, rng))
+                    {
+                        if (slot + f.Off + f.Size > meta.Length) break;
+                        if (f.Size == 8) BinaryPrimitives.WriteInt64LittleEndian(meta.AsSpan(slot + f.Off), v);
+                        else BinaryPrimitives.WriteUInt32LittleEndian(meta.AsSpan(slot + f.Off), unchecked((uint)v));
+                        desc.Add($"copy at {slot}: {f.Name}={v}");
+                    }
                     if (f.Name == "crc") fixCrc = false;
                     break;
                 }
                 case 4: case 5:
                 {
                     int n = 1 + rng.Next(8);
+                    var slots = PickSlots(b, rng);
                     for (int i = 0; i < n; i++)
                     {
-                        int at = rng.Next(rng.Next(2) == 0 ? 256 : FvdHeader.Size);
+                        int at = slots[rng.Next(slots.Length)] + rng.Next(rng.Next(2) == 0 ? 256 : FvdHeader.Size);
                         if (at >= meta.Length) continue;
                         byte bit = (byte)(1 << rng.Next(8));
                         meta[at] ^= bit;
@@ -113,7 +127,7 @@ public sealed class HostileImageFuzzer
                 }
                 case 6:
                 {
-                    int field = new[] { 512, 1024, 2048 }[rng.Next(3)];
+                    int field = new[] { 512, 1024, 2048 }[rng.Next(3)] + PickSlots(b, rng)[0];
                     int len = field == 512 ? 16 : 1024;
                     if (field + len > meta.Length) break;
                     int n = rng.Next(len + 1);
@@ -128,9 +142,9 @@ public sealed class HostileImageFuzzer
                     break;
                 }
                 case 7:
-                    if (meta.Length > FvdHeader.Size)
+                    if (meta.Length > b.Header.HeaderArea)
                     {
-                        int at = FvdHeader.Size + rng.Next(meta.Length - FvdHeader.Size);
+                        int at = (int)b.Header.HeaderArea + rng.Next(meta.Length - (int)b.Header.HeaderArea);
                         meta[at] = (byte)rng.Next(256);
                         desc.Add($"meta byte {at} = random");
                     }
@@ -160,7 +174,7 @@ public sealed class HostileImageFuzzer
                 }
             }
         }
-        if (fixCrc) FixCrc(meta);
+        if (fixCrc) FixCrc(meta, b.Header.TwoSlots ? HeaderSlots.Count : 1);
         else desc.Add("crc not recomputed");
         return new Mutant(meta, data, backing, string.Join(", ", desc));
     }
@@ -171,8 +185,7 @@ public sealed class HostileImageFuzzer
     /// </summary>
     public static void Exercise(Mutant m)
     {
-        var h = FvdHeader.Parse(m.Meta.Length >= FvdHeader.Size ? m.Meta : throw new FvdException(FvdErrorKind.InvalidFormat, "short"));
-        h.Validate(m.Meta.Length);
+        var h = HeaderSlots.Choose(m.Meta.Length >= FvdHeader.Size ? m.Meta : throw new FvdException(FvdErrorKind.InvalidFormat, "short"), m.Meta.Length).Header;
         var meta = new MemoryDevice((byte[])m.Meta.Clone());
         var dataBytes = m.Data is null ? null : (byte[])m.Data.Clone();
         for (int pass = 0; pass < 2; pass++)

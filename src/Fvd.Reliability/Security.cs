@@ -40,7 +40,7 @@ public static class SecurityChecks
             {
                 string p = Image(name);
                 var bytes = File.ReadAllBytes(p);
-                change(FvdHeader.Parse(bytes)).WriteTo(bytes);
+                HeaderSlots.Initial(change(FvdHeader.Parse(bytes))).CopyTo(bytes, 0); // every copy, so none is left to fall back on
                 File.WriteAllBytes(p, bytes);
                 return p;
             }

@@ -121,7 +121,7 @@ public class BackgroundTests
             // Each backing byte read once (the one written block was never read).
             Assert.True(img.Status.BackingBytesRead <= backing.Length, $"read {img.Status.BackingBytesRead} of {backing.Length}");
         }
-        var hdr = FvdHeader.Parse(File.ReadAllBytes(path).AsSpan(0, FvdHeader.Size));
+        var hdr = HeaderSlots.Current(File.ReadAllBytes(path));
         Assert.True((hdr.Flags & HeaderFlags.PrefetchFinished) != 0);
         File.Delete(dir.File("base.raw")); // no longer needed
         using var re = FvdImage.Open(path);
@@ -135,7 +135,7 @@ public class BackgroundTests
         Assert.True(raw.AsSpan(0, backing.Length).SequenceEqual(backing));
         re.Dispose();
         FvdImage.Detach(path);
-        var detached = FvdHeader.Parse(File.ReadAllBytes(path).AsSpan(0, FvdHeader.Size));
+        var detached = HeaderSlots.Current(File.ReadAllBytes(path));
         Assert.False(detached.HasBacking);
         Assert.Equal("", detached.BackingPath);
         using var alone = FvdImage.Open(path);

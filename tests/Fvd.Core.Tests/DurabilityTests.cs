@@ -58,7 +58,7 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
     private static bool[] DiskBits(string meta, long blocks)
     {
         var m = ReadShared(meta);
-        var h = FvdHeader.Parse(m);
+        var h = HeaderSlots.Current(m);
         var bits = new bool[blocks];
         for (long b = 0; b < blocks; b++) bits[b] = (m[h.BitmapOffset + b / 8] & (1 << (int)(b % 8))) != 0;
         return bits;
@@ -204,11 +204,11 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         using var img = FvdImage.Open(Img);
         img.Write(0, new byte[512]);
         img.Flush();
-        var before = ReadShared(Img)[..8192];
+        var before = ReadShared(Img)[..12288];
         img.Write(100, new byte[] { 7 });        // local block
         img.Write(50_000, new byte[] { 7 });     // past the backing
         img.Flush();
-        Assert.Equal(before, ReadShared(Img)[..8192]);
+        Assert.Equal(before, ReadShared(Img)[..12288]);
     }
 
     [Theory]
@@ -294,7 +294,7 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
     public void OpenForWritingClearsTheCleanFlagOnDiskAndDisposeSetsIt()
     {
         Create();
-        static HeaderFlags FlagsOnDisk(string p) => FvdHeader.Parse(ReadShared(p)).Flags;
+        static HeaderFlags FlagsOnDisk(string p) => HeaderSlots.Current(ReadShared(p)).Flags;
         Assert.True((FlagsOnDisk(Img) & HeaderFlags.CleanShutdown) != 0);
         using (var ro = FvdImage.Open(Img, new FvdOpenOptions { ReadOnly = true }))
         {
@@ -322,11 +322,14 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         using var reopened = FvdImage.Open(Img);
         Assert.False(reopened.WasUnclean);
         Assert.Equal(d, Read(reopened, 1000, 3000));
-        // The header's CRC stays valid through the flag changes.
-        var h = ReadShared(Img)[..4096];
-        uint stored = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(16));
-        BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(16), 0);
-        Assert.Equal(GoldenTests.ReferenceCrc32C(h), stored);
+        // Both header copies' CRCs stay valid through the flag changes.
+        for (int slot = 0; slot < HeaderSlots.Count; slot++)
+        {
+            var h = ReadShared(Img).AsSpan((int)HeaderSlots.Offset(slot), FvdHeader.Size).ToArray();
+            uint stored = BinaryPrimitives.ReadUInt32LittleEndian(h.AsSpan(16));
+            BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(16), 0);
+            Assert.Equal(GoldenTests.ReferenceCrc32C(h), stored);
+        }
     }
 
     [Fact]
@@ -354,14 +357,15 @@ public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable
         image.Write(5 * 512 + 1, new byte[] { 1 });                    // page 0
         image.Write((2 * pageBlocks + 7) * 512, new byte[512]);       // page 2, whole block
         image.Write(backingLen - 10, new byte[] { 1, 2, 3 });         // last block, last page
-        var pageBefore1 = ReadShared(img).AsSpan(4096 + 4096, 4096).ToArray();
+        const int Bm = 8192; // bitmap offset
+        var pageBefore1 = ReadShared(img).AsSpan(Bm + 4096, 4096).ToArray();
         image.Flush();
         var meta = ReadShared(img);
-        Assert.Equal(pageBefore1, meta.AsSpan(4096 + 4096, 4096).ToArray()); // page 1 untouched
-        Assert.Equal(0x20, meta[4096 + 0]);                                   // block 5
-        Assert.Equal(0x80, meta[4096 + (int)((2 * pageBlocks + 7) / 8)]);     // block 2*32768+7
+        Assert.Equal(pageBefore1, meta.AsSpan(Bm + 4096, 4096).ToArray()); // page 1 untouched
+        Assert.Equal(0x20, meta[Bm + 0]);                                   // block 5
+        Assert.Equal(0x80, meta[Bm + (int)((2 * pageBlocks + 7) / 8)]);     // block 2*32768+7
         long last = backingLen / 512 - 1;
-        Assert.NotEqual(0, meta[4096 + (int)(last / 8)] & (1 << (int)(last % 8)));
+        Assert.NotEqual(0, meta[Bm + (int)(last / 8)] & (1 << (int)(last % 8)));
         image.Dispose();
         using var again = FvdImage.Open(img, new FvdOpenOptions { ReadOnly = true });
         Assert.Equal(3, again.Bitmap.CountSet());

@@ -146,6 +146,53 @@ public class GoldenTests
     }
 
     [Fact]
+    public void TwoSlotHeaderGoldenBytes()
+    {
+        var h = KnownHeader() with { Incompatible = IncompatibleFeatures.TwoHeaderSlots, BitmapOffset = 8192, Generation = 0x0102030405060708 };
+        h.Validate(8192 + 8192);
+        byte[] b = h.ToBytes();
+        Assert.Equal(new byte[] { 0x20, 0, 0, 0, 0, 0, 0, 0 }, b[24..32]);          // incompatible: two header slots
+        Assert.Equal(new byte[] { 0x00, 0x20, 0, 0, 0, 0, 0, 0 }, b[72..80]);       // bitmap offset 8192
+        Assert.Equal(new byte[] { 8, 7, 6, 5, 4, 3, 2, 1 }, b[208..216]);           // generation
+        Assert.All(b[216..512], x => Assert.Equal(0, x));
+        var z = (byte[])b.Clone();
+        z[16] = z[17] = z[18] = z[19] = 0;
+        uint crc = BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(16));
+        Assert.Equal(ReferenceCrc32C(z), crc);
+        Assert.Equal(GoldenTwoSlotCrc, crc);
+        Assert.Equal(h, FvdHeader.Parse(b) with { ReservedRegions = h.ReservedRegions, Prefetch = h.Prefetch });
+        // A new image's header area: the same copy in both slots.
+        var area = HeaderSlots.Initial(h);
+        Assert.Equal(8192, area.Length);
+        Assert.Equal(b, area[..4096]);
+        Assert.Equal(b, area[4096..]);
+    }
+
+    // Computed once from the documented layout (TwoSlotHeaderGoldenBytes).
+    private const uint GoldenTwoSlotCrc = 1495509703;
+
+    [Fact]
+    public void SingleSlotLayoutIsReadFromSlot0Only()
+    {
+        // An image made before two header copies: header at 0, bitmap at 4096 (whatever its bytes).
+        var h = KnownHeader();
+        var file = new byte[4096 + 8192];
+        h.WriteTo(file);
+        new Random(3).NextBytes(file.AsSpan(4096));
+        var c = HeaderSlots.Choose(file, file.Length);
+        Assert.Equal(0, c.Slot);
+        Assert.Null(c.OtherProblem);
+        Assert.Equal(h.ToBytes(), c.Header.ToBytes());
+        // Its updates stay in place, without a generation.
+        var next = h with { Flags = HeaderFlags.None };
+        Assert.Equal((next, 0), HeaderSlots.Prepare(h, 0, next));
+        // Even a valid-looking header at 4096 is not a second copy of a single-slot image.
+        var two = h with { Incompatible = IncompatibleFeatures.TwoHeaderSlots, BitmapOffset = 8192, Generation = 9 };
+        two.WriteTo(file.AsSpan(4096));
+        Assert.Equal(0, HeaderSlots.Choose(file, file.Length).Slot);
+    }
+
+    [Fact]
     public void InlineHeaderRoundTrips()
     {
         var h = new FvdHeader

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using Fvd.Core.Format;
 using Fvd.Core.Image;
 using Xunit.Abstractions;
 
@@ -16,7 +17,7 @@ public class HeaderMutationTests(ITestOutputHelper output)
     {
         (8, 4), (12, 4), (16, 4), (20, 4), (24, 8), (32, 8), (40, 8), (48, 8), (56, 4), (60, 4), (64, 8), (72, 8),
         (80, 8), (88, 8), (96, 4), (100, 4), (104, 4), (108, 4), (112, 4), (116, 4), (120, 4), (124, 4),
-        (128, 8), (136, 8), (144, 8), (192, 8), (200, 8),
+        (128, 8), (136, 8), (144, 8), (192, 8), (200, 8), (208, 8),
     };
 
     private static readonly long[] Interesting =
@@ -42,6 +43,9 @@ public class HeaderMutationTests(ITestOutputHelper output)
         {
             var m = (byte[])meta.Clone();
             var what = new List<string>();
+            // Header mutations land in copy 0, copy 1 or both (one bad copy alone is survived by design).
+            int[] slots = rng.Next(3) switch { 0 => [0], 1 => [FvdHeader.Size], _ => [0, FvdHeader.Size] };
+            int at = slots[rng.Next(slots.Length)];
             int count = rng.Next(1, 4);
             for (int k = 0; k < count; k++)
             {
@@ -49,14 +53,14 @@ public class HeaderMutationTests(ITestOutputHelper output)
                 {
                     case 0: // a random byte in the numeric fields
                     {
-                        int off = rng.Next(0, 256);
+                        int off = at + rng.Next(0, 256);
                         m[off] = (byte)rng.Next(256);
                         what.Add($"byte[{off}]={m[off]}");
                         break;
                     }
                     case 1: // a random byte anywhere in the header or bitmap
                     {
-                        int off = rng.Next(0, Math.Min(m.Length, 4096 + 16));
+                        int off = rng.Next(0, Math.Min(m.Length, 2 * FvdHeader.Size + 16));
                         m[off] ^= (byte)(1 << rng.Next(8));
                         what.Add($"flip[{off}]");
                         break;
@@ -66,15 +70,18 @@ public class HeaderMutationTests(ITestOutputHelper output)
                         var (off, size) = Fields[rng.Next(Fields.Length)];
                         long v = Interesting[rng.Next(Interesting.Length)];
                         if (rng.Next(4) == 0) v += rng.Next(-3, 4);
-                        if (size == 4) BinaryPrimitives.WriteInt32LittleEndian(m.AsSpan(off), unchecked((int)v));
-                        else BinaryPrimitives.WriteInt64LittleEndian(m.AsSpan(off), v);
-                        what.Add($"field[{off}]={v}");
+                        foreach (int slot in slots)
+                        {
+                            if (size == 4) BinaryPrimitives.WriteInt32LittleEndian(m.AsSpan(slot + off), unchecked((int)v));
+                            else BinaryPrimitives.WriteInt64LittleEndian(m.AsSpan(slot + off), v);
+                        }
+                        what.Add($"field[{off}]={v} in copies {string.Join("+", slots)}");
                         break;
                     }
                     default: // a string field byte
                     {
                         int[] starts = { 512, 1024, 2048 };
-                        int off = starts[rng.Next(3)] + rng.Next(0, 20);
+                        int off = at + starts[rng.Next(3)] + rng.Next(0, 20);
                         byte[] choices = { 0, (byte)':', (byte)'/', (byte)'.', 0xFF, 0xC3, 0x80, (byte)'a' };
                         m[off] = choices[rng.Next(choices.Length)];
                         what.Add($"str[{off}]={m[off]}");
@@ -82,7 +89,8 @@ public class HeaderMutationTests(ITestOutputHelper output)
                     }
                 }
             }
-            if (rng.Next(10) != 0) HostileImage.FixCrc(m);
+            if (rng.Next(10) != 0)
+                foreach (int slot in slots) HostileImage.FixCrc(m, slot);
             if (rng.Next(8) == 0) // truncate or extend the file
             {
                 int len = rng.Next(3) switch { 0 => rng.Next(0, 4200), 1 => rng.Next(4096, m.Length + 1), _ => m.Length + rng.Next(1, 10000) };

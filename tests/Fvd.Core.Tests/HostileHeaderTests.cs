@@ -21,23 +21,39 @@ public sealed class HostileImage : IDisposable
         new Random(1).NextBytes(b);
         File.WriteAllBytes(Backing, b);
         FvdImage.Create(Image, new FvdCreateOptions { VirtualSize = virtualSize, BackingFile = "base.raw", BlockSize = blockSize, InlineData = inline, ZeroAware = false });
+        Slots = FvdHeader.Parse(Header()).TwoSlots ? HeaderSlots.Count : 1;
     }
 
-    public byte[] Header() => File.ReadAllBytes(Image)[..FvdHeader.Size];
+    /// <summary>Header copies the image has (two for images made now).</summary>
+    public int Slots { get; }
 
-    public static void FixCrc(byte[] h)
+    public byte[] Header(int slot = 0) => File.ReadAllBytes(Image).AsSpan((int)HeaderSlots.Offset(slot), FvdHeader.Size).ToArray();
+
+    /// <summary>Recomputes the CRC of the header copy at offset `at` of h.</summary>
+    public static void FixCrc(byte[] h, int at = 0)
     {
-        BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(16), 0);
-        BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(16), Crc32C.Compute(h.AsSpan(0, FvdHeader.Size)));
+        if (h.Length < at + FvdHeader.Size) return;
+        BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(at + 16), 0);
+        BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(at + 16), Crc32C.Compute(h.AsSpan(at, FvdHeader.Size)));
     }
 
-    /// <summary>Applies mutate to the header bytes, recomputes the CRC (unless told not to) and writes them back.</summary>
+    /// <summary>
+    /// Applies mutate to every header copy, recomputes the CRC (unless told not to) and writes them back, so
+    /// no good copy is left to fall back on.
+    /// </summary>
     public void Mutate(Action<byte[]> mutate, bool fixCrc = true)
     {
-        var h = Header();
+        for (int slot = 0; slot < Slots; slot++) MutateSlot(slot, mutate, fixCrc);
+    }
+
+    /// <summary>Applies mutate to one header copy.</summary>
+    public void MutateSlot(int slot, Action<byte[]> mutate, bool fixCrc = true)
+    {
+        var h = Header(slot);
         mutate(h);
         if (fixCrc) FixCrc(h);
         using var f = new FileStream(Image, FileMode.Open, FileAccess.Write);
+        f.Position = HeaderSlots.Offset(slot);
         f.Write(h);
     }
 
@@ -130,7 +146,7 @@ public class HostileHeaderTests
     [InlineData(1UL << 1, "compact table")]
     [InlineData(1UL << 2, "journal")]
     [InlineData(1UL << 3, "snapshots")]
-    [InlineData(1UL << 5, "unknown bits 0x20")]
+    [InlineData(1UL << 6, "unknown bits 0x40")]
     [InlineData(1UL << 63, "unknown bits 0x8000000000000000")]
     public void UnknownIncompatibleFeature(ulong bit, string name)
     {
@@ -151,7 +167,7 @@ public class HostileHeaderTests
     public void CorruptFlagForcesReadOnly()
     {
         using var h = new HostileImage();
-        h.SetI64(24, (long)IncompatibleFeatures.Corrupt);
+        h.Mutate(b => b[24] |= (byte)IncompatibleFeatures.Corrupt);
         h.ExpectFailure(FvdErrorKind.CorruptImage, "corrupt");
         using var img = FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = true });
         Assert.True(img.IsReadOnly);
@@ -253,9 +269,9 @@ public class HostileHeaderTests
     public void BitmapPastEndOfFile()
     {
         using var h = new HostileImage();
-        using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(4096 + 5);
+        using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(8192 + 5);
         h.ExpectFailure(FvdErrorKind.InvalidFormat, "past the end of the file");
-        using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(4096);
+        using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(8192);
         h.ExpectFailure(FvdErrorKind.InvalidFormat, "past the end of the file");
     }
 
@@ -276,7 +292,8 @@ public class HostileHeaderTests
 
     [Theory]
     [InlineData(0L)]
-    [InlineData(8192L)]
+    [InlineData(4096L)] // the single-slot place: the second header copy
+    [InlineData(12288L)]
     [InlineData(4095L)]
     [InlineData(-4096L)]
     public void BadBitmapOffset(long v)
@@ -290,7 +307,7 @@ public class HostileHeaderTests
     public void BitmapTrailingBitsSet()
     {
         using var h = new HostileImage();
-        using (var f = new FileStream(h.Image, FileMode.Open, FileAccess.Write)) { f.Position = 4096 + 9; f.WriteByte(0x80); } // block 79 does not exist
+        using (var f = new FileStream(h.Image, FileMode.Open, FileAccess.Write)) { f.Position = 8192 + 9; f.WriteByte(0x80); } // block 79 does not exist
         h.ExpectFailure(FvdErrorKind.InvalidFormat, "past the last block");
     }
 
@@ -409,14 +426,15 @@ public class HostileHeaderTests
     }
 
     [Theory]
-    [InlineData(4096L)]     // on the bitmap
+    [InlineData(8192L)]     // on the bitmap
+    [InlineData(4096L)]     // on the second header copy
     [InlineData(0L)]        // on the header
     [InlineData(-8192L)]
-    [InlineData(8192L + 512)] // not 4096-aligned
+    [InlineData(12288L + 512)] // not 4096-aligned
     public void InlineDataOffsetOverlapsOrMisaligned(long off)
     {
         using var h = new HostileImage(inline: true);
-        Assert.Equal(8192, h.Header() is var b ? BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(88)) : 0);
+        Assert.Equal(12288, h.Header() is var b ? BinaryPrimitives.ReadInt64LittleEndian(b.AsSpan(88)) : 0);
         h.SetI64(88, off);
         h.ExpectFailure(FvdErrorKind.InvalidFormat, "data offset", "overlaps metadata or is not 4096-aligned");
     }
@@ -433,18 +451,18 @@ public class HostileHeaderTests
     public void InlineDataTruncatedReadsZerosReadOnlyAndWritableGrows()
     {
         using var h = new HostileImage(inline: true);
-        using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(8192 + 100);
+        using (var f = new FileStream(h.Image, FileMode.Open)) f.SetLength(12288 + 100);
         // Like a separate data file with a dropped sparse tail: read-only, the missing tail reads as zeros.
         using (var ro = FvdImage.Open(h.Image, new FvdOpenOptions { ReadOnly = true }))
         {
             var tail = new byte[4096];
             ro.Read(65536 - 4096, tail);
             Assert.True(tail.All(b => b == 0));
-            Assert.Equal(8192 + 100, new FileInfo(h.Image).Length); // read-only: the file is not changed
+            Assert.Equal(12288 + 100, new FileInfo(h.Image).Length); // read-only: the file is not changed
         }
         using (var img = FvdImage.Open(h.Image))
         {
-            Assert.Equal(8192 + 65536, new FileInfo(h.Image).Length);
+            Assert.Equal(12288 + 65536, new FileInfo(h.Image).Length);
             var buf = new byte[65536];
             img.Read(0, buf); // backing content then zeros
         }
@@ -650,5 +668,156 @@ public class HostileFileKindTests
         again.Read(0, got);
         var expect = File.ReadAllBytes(h.Data)[..HostileImage.BackingLength];
         Assert.Equal(expect, got);
+    }
+
+}
+
+/// <summary>The two header copies (HeaderSlots.cs) and the header fields that came with them.</summary>
+public class HeaderSlotTests
+{
+    [Fact]
+    public void BackingSizeLargerThanVirtualSizeIsRefused()
+    {
+        // Consistent otherwise: bitmap sized for the larger backing, backing file long enough.
+        using var h = new HostileImage();
+        using (var f = new FileStream(h.Backing, FileMode.Open)) f.SetLength(70_000);
+        long backing = 65536 + 512;
+        h.Mutate(b =>
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(64), backing);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(80), FvdHeader.CeilDiv(backing / 512, 8));
+        });
+        h.ExpectFailure(FvdErrorKind.InvalidFormat, "backing size 66048 exceeds the virtual size 65536");
+        h.ExpectFailure(FvdErrorKind.InvalidFormat, new FvdOpenOptions { ReadOnly = true }, "exceeds the virtual size");
+    }
+
+    private static readonly FvdOpenOptions ReadOnly = new() { ReadOnly = true };
+
+    [Fact]
+    public void NewImagesHaveTwoEqualHeaderCopies()
+    {
+        using var h = new HostileImage();
+        Assert.Equal(2, h.Slots);
+        Assert.Equal(h.Header(0), h.Header(1));
+        using var img = FvdImage.Open(h.Image, ReadOnly);
+        Assert.Equal(8192, img.Header.BitmapOffset);
+    }
+
+    [Fact]
+    public void BothHeaderCopiesCorruptIsAClearError()
+    {
+        using var h = new HostileImage();
+        h.Mutate(b => b[100] ^= 1, fixCrc: false);
+        var e = h.ExpectFailure(FvdErrorKind.InvalidFormat, ReadOnly, "checksum", "header copy 1");
+        Assert.DoesNotContain("\n", e.Message);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public void OneCorruptCopyOpensWithTheOtherAndCheckRepairsIt(int bad)
+    {
+        using var h = new HostileImage();
+        h.MutateSlot(bad, b => b[100] ^= 1, fixCrc: false);
+        using (var img = FvdImage.Open(h.Image, ReadOnly)) Assert.Equal(65536, img.Length);
+        var r = ImageChecker.Check(h.Image);
+        Assert.Equal(3, r.ExitCode);
+        Assert.Contains(r.Messages, m => m.Text.Contains($"header copy {bad}") && m.Text.Contains("checksum"));
+        Assert.Equal(1, ImageChecker.Check(h.Image, RepairMode.Leaks).Fixed);
+        Assert.Equal(h.Header(0), h.Header(1)); // rewritten from the good copy
+        Assert.Equal(0, ImageChecker.Check(h.Image).ExitCode);
+    }
+
+    [Fact]
+    public void ImageWithADestroyedFirstCopyIsStillRecognizedAndOpens()
+    {
+        using var h = new HostileImage();
+        h.MutateSlot(0, b => Array.Clear(b), fixCrc: false);
+        Assert.Equal("fvd", Converter.DetectFormat(h.Image)); // fvdmount and convert must not take it for raw
+        Assert.Equal(3, ImageChecker.Check(h.Image).ExitCode);
+        using (var img = FvdImage.Open(h.Image)) Assert.Equal(65536, img.Length);
+        // The writable open's header updates went to the damaged slot, so it is whole again.
+        Assert.Equal(0, ImageChecker.Check(h.Image).ExitCode);
+    }
+
+    [Fact]
+    public void NewerGenerationWinsAndATieUsesCopy0()
+    {
+        using var h = new HostileImage();
+        // Same generation, different content: copy 0 is used; check reports it and -r makes them equal.
+        h.MutateSlot(1, b => BinaryPrimitives.WriteInt32LittleEndian(b.AsSpan(96), 99));
+        using (var img = FvdImage.Open(h.Image, ReadOnly)) Assert.NotEqual(99, img.Header.Prefetch.StartDelaySeconds);
+        var r = ImageChecker.Check(h.Image);
+        Assert.Contains(r.Messages, m => m.Severity == CheckSeverity.Repairable && m.Text.Contains("both have generation 0"));
+        // A larger generation in copy 1 makes it current.
+        h.MutateSlot(1, b => BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(208), 7));
+        using (var img = FvdImage.Open(h.Image, ReadOnly))
+        {
+            Assert.Equal(99, img.Header.Prefetch.StartDelaySeconds);
+            Assert.Equal(7, img.Header.Generation);
+        }
+        Assert.Equal(0, ImageChecker.Check(h.Image).ExitCode); // an older second copy is the normal state
+    }
+
+    [Fact]
+    public void WritesAlternateSlotsWithIncreasingGeneration()
+    {
+        using var h = new HostileImage();
+        using (var img = FvdImage.Open(h.Image)) // clears the clean flag: copy 1, generation 1
+        {
+            Assert.Equal(1, img.Header.Generation);
+            Assert.Equal(1, Copy(1).Generation);
+            Assert.Equal(0, Copy(0).Generation);
+        } // sets it again: copy 0, generation 2
+        Assert.Equal(2, Copy(0).Generation);
+        Assert.Equal(HeaderFlags.CleanShutdown, Copy(0).Flags & HeaderFlags.CleanShutdown);
+        Assert.Equal(HeaderFlags.None, Copy(1).Flags & HeaderFlags.CleanShutdown);
+        // Read without a lock conflict while the image is open.
+        FvdHeader Copy(int slot) => FvdHeader.Parse(DurabilityTests.ReadShared(h.Image).AsSpan((int)HeaderSlots.Offset(slot), FvdHeader.Size));
+    }
+
+    [Theory]
+    [InlineData(72, 1L << 40, "bitmap offset", "bitmap offset")]  // bitmap far past the file
+    [InlineData(72, 4096L, "bitmap offset", "bitmap offset")]      // bitmap over the second copy
+    [InlineData(24, 0L, "single-slot", "bitmap offset 8192 is not 4096")] // does not declare two slots
+    [InlineData(208, -1L, "generation", "generation")]
+    [InlineData(208, long.MaxValue, "generation", "generation")] // would wrap on the next update
+    public void NonsenseInCopy1IsIgnoredEvenWhenNewer(int off, long value, string what, string whatInBoth)
+    {
+        using var h = new HostileImage();
+        h.MutateSlot(1, b =>
+        {
+            if (off != 208) BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(208), 5);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(off), value);
+        });
+        using (var img = FvdImage.Open(h.Image, ReadOnly)) Assert.Equal(8192, img.Header.BitmapOffset);
+        var r = ImageChecker.Check(h.Image);
+        Assert.Contains(r.Messages, m => m.Text.Contains("header copy 1") && m.Text.Contains(what));
+        // The same nonsense in both copies is refused.
+        h.MutateSlot(0, b => BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(off), value));
+        h.ExpectFailure(FvdErrorKind.InvalidFormat, ReadOnly, whatInBoth);
+    }
+
+    [Fact]
+    public void UnknownFeatureInEitherCopyIsRefused()
+    {
+        // An older copy must not hide a newer format.
+        using var h = new HostileImage();
+        h.MutateSlot(1, b => b[24 + 7] |= 0x40);
+        h.ExpectFailure(FvdErrorKind.UnsupportedFeature, ReadOnly, "incompatible");
+    }
+
+    [Fact]
+    public void SingleSlotHeaderWithGenerationIsRefused()
+    {
+        using var h = new HostileImage();
+        h.Mutate(b => b[24] &= unchecked((byte)~(int)IncompatibleFeatures.TwoHeaderSlots));
+        h.ExpectFailure(FvdErrorKind.InvalidFormat, ReadOnly, "bitmap offset 8192 is not 4096");
+        h.Mutate(b =>
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(72), 4096);
+            BinaryPrimitives.WriteInt64LittleEndian(b.AsSpan(208), 3);
+        });
+        h.ExpectFailure(FvdErrorKind.InvalidFormat, ReadOnly, "generation 3", "single-slot");
     }
 }

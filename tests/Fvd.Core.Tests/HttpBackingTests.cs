@@ -17,7 +17,7 @@ public class HttpBackingTests
         File.WriteAllBytes(System.IO.Path.Combine(web.Root, "tpl.raw"), template);
         string img = dir.File("vm.fvd");
         FvdImage.Create(img, new FvdCreateOptions { VirtualSize = 8 << 20, BackingFile = web.Url("tpl.raw") });
-        var hdr = FvdHeader.Parse(File.ReadAllBytes(img).AsSpan(0, FvdHeader.Size));
+        var hdr = HeaderSlots.Current(File.ReadAllBytes(img));
         Assert.True((hdr.Flags & HeaderFlags.CopyOnRead) != 0, "copy-on-read is the default for remote templates");
         using (var fvd = FvdImage.Open(img))
         {

@@ -25,7 +25,7 @@ public class ProfileTests
             Assert.Equal(new List<(long, long)> { (3 << 20, 65536), (1 << 20, 65536) }, rec);
             img.WriteProfile(rec);
         }
-        var hdr = FvdHeader.Parse(File.ReadAllBytes(path).AsSpan(0, FvdHeader.Size));
+        var hdr = HeaderSlots.Current(File.ReadAllBytes(path));
         Assert.True((hdr.Compatible & CompatibleFeatures.PrefetchProfile) != 0);
         using var re = FvdImage.Open(path);
         Assert.Equal(2, re.PrefetchProfileEntries.Count);

@@ -141,10 +141,11 @@ internal sealed class FvdRig : IDisposable
 
     public FvdHeader ReadHeader()
     {
-        var hb = new byte[FvdHeader.Size];
         // FileDevice, not FileStream: .NET's FileStream takes a flock that conflicts with the daemon's lock.
-        using (var f = Fvd.Core.Io.FileDevice.Open(Image, readOnly: true)) f.Read(0, hb);
-        return FvdHeader.Parse(hb, Image);
+        using var f = Fvd.Core.Io.FileDevice.Open(Image, readOnly: true);
+        var hb = new byte[Math.Min(f.Length, HeaderSlots.Count * FvdHeader.Size)];
+        f.Read(0, hb);
+        return HeaderSlots.Choose(hb, f.Length, Image).Header;
     }
 
     public bool IsClean => (ReadHeader().Flags & HeaderFlags.CleanShutdown) != 0;

@@ -26,14 +26,12 @@ public sealed class CliTests : IDisposable
         return content;
     }
 
+    /// <summary>Rewrites every header copy with the edit applied to the current one.</summary>
     private static void EditHeader(string path, Func<FvdHeader, FvdHeader> edit)
     {
-        var bytes = new byte[FvdHeader.Size];
+        var h = edit(HeaderSlots.Current(File.ReadAllBytes(path)));
         using var fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite);
-        fs.ReadExactly(bytes);
-        var h = edit(FvdHeader.Parse(bytes));
-        fs.Position = 0;
-        fs.Write(h.ToBytes());
+        fs.Write(HeaderSlots.Initial(h));
     }
 
     [Fact]
@@ -59,7 +57,7 @@ public sealed class CliTests : IDisposable
         Assert.True(d.GetProperty("clean").GetBoolean());
         Assert.False(d.GetProperty("inline-data").GetBoolean());
         Assert.Equal("a.data", d.GetProperty("data-file").GetString());
-        Assert.Empty(d.GetProperty("incompatible-features").EnumerateArray());
+        Assert.Equal(["two-header-slots"], d.GetProperty("incompatible-features").EnumerateArray().Select(e => e.GetString()));
     }
 
     [Fact]
@@ -84,7 +82,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, r.Code);
         foreach (var s in new[] { "file format: fvd", "virtual size: 32 MiB (33554432 bytes)", "disk size:", "block size: 4096",
                      $"backing file: {_h.P("base.raw")}", "backing file format: raw", "data file: a.data", "blocks local: 7424 / 8192",
-                     "clean: yes", "prefetch finished: no", "copy on read: off", "start delay: never", "incompatible features: none" })
+                     "clean: yes", "prefetch finished: no", "copy on read: off", "start delay: never", "incompatible features: two-header-slots" })
             Assert.Contains(s, r.Out);
     }
 
@@ -143,11 +141,21 @@ public sealed class CliTests : IDisposable
     public void Check_corrupted_header_exits_2_with_the_reason()
     {
         CreateOverTemplate();
-        using (var fs = new FileStream(_h.P("a.fvd"), FileMode.Open, FileAccess.ReadWrite))
+        void Damage(long at)
         {
-            fs.Position = 50; // inside virtual_size: the checksum no longer matches
+            using var fs = new FileStream(_h.P("a.fvd"), FileMode.Open, FileAccess.ReadWrite);
+            fs.Position = at; // inside virtual_size: the checksum no longer matches
             fs.WriteByte(0x77);
         }
+        // One damaged copy: the other serves, and any -r rewrites it.
+        Damage(50);
+        var one = _h.Img("check", _h.P("a.fvd"));
+        Assert.Equal(3, one.Code);
+        Assert.Contains("header copy 0 (offset 0) is unusable: header checksum mismatch", one.Out);
+        Assert.Equal(0, _h.Img("check", "-r", "leaks", _h.P("a.fvd")).Code);
+        // Both copies: corruption that no repair fixes.
+        Damage(50);
+        Damage(4096 + 50);
         var r = _h.Img("check", _h.P("a.fvd"));
         Assert.Equal(2, r.Code);
         Assert.Contains("header: header checksum mismatch", r.Out);
@@ -180,7 +188,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, _h.Img("create", "-b", _h.P("small.raw"), "-F", "raw", "-o", "zero_aware=off", _h.P("s.fvd")).Code);
         using (var fs = new FileStream(_h.P("s.fvd"), FileMode.Open, FileAccess.ReadWrite))
         {
-            fs.Position = 4096;
+            fs.Position = 8192; // the bitmap, after the two header copies
             fs.WriteByte(0x80);
         }
         var r = _h.Img("check", _h.P("s.fvd"));

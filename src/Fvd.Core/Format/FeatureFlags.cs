@@ -18,6 +18,11 @@ public enum IncompatibleFeatures : ulong
     Snapshots = 1 << 3,
     /// <summary>The image was found corrupt; it may only be opened read-only or repaired.</summary>
     Corrupt = 1 << 4,
+    /// <summary>
+    /// Two header copies (offsets 0 and 4096) with a generation; the bitmap starts at 8192. Incompatible so a
+    /// reader that rewrites only the first copy cannot leave a stale second copy that wins later.
+    /// </summary>
+    TwoHeaderSlots = 1 << 5,
 }
 
 [Flags]
@@ -51,7 +56,7 @@ public enum HeaderFlags : uint
 
 public static class KnownFeatures
 {
-    public const IncompatibleFeatures Incompatible = IncompatibleFeatures.InlineData | IncompatibleFeatures.Corrupt;
+    public const IncompatibleFeatures Incompatible = IncompatibleFeatures.InlineData | IncompatibleFeatures.Corrupt | IncompatibleFeatures.TwoHeaderSlots;
     public const CompatibleFeatures Compatible = CompatibleFeatures.PrefetchProfile;
     public const AutoclearFeatures Autoclear = AutoclearFeatures.None;
     public const HeaderFlags Flags = HeaderFlags.CleanShutdown | HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead;

@@ -29,12 +29,16 @@
 //   160  16    snapshot_offset, snapshot_length  (reserved for the snapshot table; 0)
 //   176  16    profile_offset, profile_length    (reserved for the prefetch profile; 0)
 //   192  16    hashes_offset, hashes_length      (reserved for backing-content hashes; 0)
-//   208  304   reserved (0)
+//   208  8     generation (two header slots only: the copy with the larger value is current; else 0)
+//   216  296   reserved (0)
 //   512  16    backing_format (ASCII, NUL padded: "raw")
 //   528  496   reserved (0)
 //   1024 1024  backing_path (UTF-8, NUL padded; relative paths resolve against the image's directory)
 //   2048 1024  data_file (UTF-8, NUL padded; relative to the image's directory; empty when InlineData)
 //   3072 1024  reserved (0)
+//
+// Images with the TwoHeaderSlots incompatible feature keep a second copy of the header at offset 4096
+// (HeaderSlots.cs); the bitmap then starts at 8192.
 using System.Buffers.Binary;
 using System.Text;
 
@@ -81,6 +85,7 @@ public sealed record FvdHeader
         public const int MaxOutstandingCor = 124;
         public const int Regions = 128; // five (offset, length) pairs of u64
         public const int RegionsEnd = 208;
+        public const int Generation = 208;
         public const int BackingFormat = 512;
         public const int BackingFormatLength = 16;
         public const int BackingPath = 1024;
@@ -103,6 +108,8 @@ public sealed record FvdHeader
     public string BackingFormat { get; init; } = "";
     public string BackingPath { get; init; } = "";
     public string DataFile { get; init; } = "";
+    /// <summary>Which header copy is current (two slots only; 0 in single-slot images). See HeaderSlots.</summary>
+    public long Generation { get; init; }
     /// <summary>Reserved regions for later features, as (offset, length); all zero in v1.</summary>
     public (long Offset, long Length)[] ReservedRegions { get; init; } = new (long, long)[5];
 
@@ -111,6 +118,9 @@ public sealed record FvdHeader
 
     public bool HasBacking => BackingSize > 0;
     public bool InlineData => (Incompatible & IncompatibleFeatures.InlineData) != 0;
+    public bool TwoSlots => (Incompatible & IncompatibleFeatures.TwoHeaderSlots) != 0;
+    /// <summary>Bytes at the start of NAME.fvd that hold header copies: 4096, or 8192 with two slots.</summary>
+    public long HeaderArea => TwoSlots ? HeaderSlots.Count * (long)Size : Size;
     public long BitmapBlocks => HasBacking ? CeilDiv(BackingSize, BlockSize) : 0;
 
     public static long CeilDiv(long a, long b) => (a + b - 1) / b;
@@ -136,6 +146,7 @@ public sealed record FvdHeader
         BinaryPrimitives.WriteInt64LittleEndian(dst[Offsets.BitmapLength..], BitmapLength);
         BinaryPrimitives.WriteInt64LittleEndian(dst[Offsets.DataOffset..], DataOffset);
         Prefetch.WriteTo(dst[Offsets.PrefetchStartDelay..Offsets.Regions]);
+        BinaryPrimitives.WriteInt64LittleEndian(dst[Offsets.Generation..], Generation);
         for (int i = 0; i < 5; i++)
         {
             BinaryPrimitives.WriteInt64LittleEndian(dst[(Offsets.Regions + 16 * i)..], ReservedRegions[i].Offset);
@@ -202,6 +213,7 @@ public sealed record FvdHeader
             BitmapLength = BinaryPrimitives.ReadInt64LittleEndian(src[Offsets.BitmapLength..]),
             DataOffset = BinaryPrimitives.ReadInt64LittleEndian(src[Offsets.DataOffset..]),
             Prefetch = PrefetchSettings.Read(src[Offsets.PrefetchStartDelay..Offsets.Regions]),
+            Generation = BinaryPrimitives.ReadInt64LittleEndian(src[Offsets.Generation..]),
             ReservedRegions = regions,
             BackingFormat = ReadString(src.Slice(Offsets.BackingFormat, Offsets.BackingFormatLength), "backing format", path),
             BackingPath = ReadString(src.Slice(Offsets.BackingPath, Offsets.PathField), "backing path", path),
@@ -241,6 +253,15 @@ public sealed record FvdHeader
             throw Bad(path, $"virtual size {VirtualSize} is not a positive multiple of 512 up to {MaxVirtualSize}");
         if (BackingSize < 0 || BackingSize > MaxVirtualSize)
             throw Bad(path, $"backing size {BackingSize} is out of range");
+        // The bitmap covers min(backing, disk); a larger value would leave blocks past the disk that prefetch
+        // can never fetch.
+        if (BackingSize > VirtualSize)
+            throw Bad(path, $"backing size {BackingSize} exceeds the virtual size {VirtualSize}");
+        // A generation at the top of the range could wrap on the next update and make a stale copy current.
+        if (Generation < 0 || Generation == long.MaxValue || (!TwoSlots && Generation != 0))
+            throw Bad(path, $"header generation {Generation} is out of range{(TwoSlots ? "" : " for a single-slot header")}");
+        if (TwoSlots && metadataLength < HeaderArea)
+            throw Bad(path, $"file too short for two header copies ({metadataLength} of {HeaderArea} bytes)");
         if (BackingSize > 0 && BackingFormat.Length == 0) throw Bad(path, "backing size set but no backing format");
         if (BackingSize > 0 && BackingPath.Length == 0) throw Bad(path, "backing size set but no backing path");
         if (BackingSize == 0 && (BackingPath.Length != 0 || BitmapLength != 0))
@@ -254,9 +275,9 @@ public sealed record FvdHeader
         long expectBitmap = CeilDiv(BitmapBlocks, 8);
         if (BitmapLength != expectBitmap) throw Bad(path, $"bitmap length {BitmapLength} does not match {expectBitmap} derived from backing size and block size");
         if (BitmapLength > MaxBitmapBytes) throw Bad(path, $"bitmap of {BitmapLength} bytes exceeds the {MaxBitmapBytes}-byte limit");
-        if (BitmapOffset != Size && !(BitmapLength == 0 && BitmapOffset == 0))
-            throw Bad(path, $"bitmap offset {BitmapOffset} is not {Size}");
-        long bitmapEnd = BitmapLength == 0 ? Size : AlignUp(BitmapOffset + BitmapLength, 4096);
+        if (BitmapOffset != HeaderArea && !(BitmapLength == 0 && BitmapOffset == 0))
+            throw Bad(path, $"bitmap offset {BitmapOffset} is not {HeaderArea}");
+        long bitmapEnd = BitmapLength == 0 ? HeaderArea : AlignUp(BitmapOffset + BitmapLength, 4096);
         if (BitmapLength > 0 && BitmapOffset + BitmapLength > metadataLength)
             throw Bad(path, $"bitmap [{BitmapOffset}, +{BitmapLength}) extends past the end of the file ({metadataLength} bytes)");
         for (int i = 0; i < ReservedRegions.Length; i++)

@@ -24,7 +24,10 @@ public static class Converter
 {
     public static readonly string[] Formats = ["raw", "fvd"];
 
-    /// <summary>"fvd" when the file starts with the FVD magic, else "raw". Never looks at a backing.</summary>
+    /// <summary>
+    /// "fvd" when the file starts with the FVD magic, or has it at 4096 (the second header copy, which keeps
+    /// the image usable when the first is damaged); else "raw". Never looks at a backing.
+    /// </summary>
     public static string DetectFormat(string path)
     {
         if (!File.Exists(path))
@@ -34,6 +37,9 @@ public static class Converter
         Span<byte> magic = stackalloc byte[8];
         if (dev.Length < magic.Length) return "raw";
         dev.Read(0, magic);
+        if (magic.SequenceEqual(Format.FvdHeader.Magic)) return "fvd";
+        if (dev.Length < Format.FvdHeader.Size + magic.Length) return "raw";
+        dev.Read(Format.FvdHeader.Size, magic);
         return magic.SequenceEqual(Format.FvdHeader.Magic) ? "fvd" : "raw";
     }
 

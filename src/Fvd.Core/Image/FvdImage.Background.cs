@@ -93,18 +93,24 @@ public sealed partial class FvdImage
     public static void Detach(string path)
     {
         using var img = Open(path, new FvdOpenOptions { AllowMissingBacking = true });
-        if (!img._header.HasBacking) return;
-        if (!img.AllLocal && !img._bitmap.AllSet)
+        img.DetachBacking();
+    }
+
+    /// <summary>Detach's header update on an open image (tests tear it: it spans several sectors).</summary>
+    internal void DetachBacking()
+    {
+        if (!_header.HasBacking) return;
+        if (!AllLocal && !_bitmap.AllSet)
             throw new FvdException(FvdErrorKind.InvalidArgument,
-                $"{img._bitmap.Blocks - img._bitmap.CountSet()} blocks still live in the backing; run 'fvd-img prefetch' first", path);
-        img.Flush();
-        lock (img._flushLock)
+                $"{_bitmap.Blocks - _bitmap.CountSet()} blocks still live in the backing; run 'fvd-img prefetch' first", Path);
+        Flush();
+        lock (_flushLock)
         {
-            img.WriteHeader(img._header with
+            WriteHeader(_header with
             {
                 BackingSize = 0, BackingPath = "", BackingFormat = "", BitmapOffset = 0, BitmapLength = 0,
-                Flags = img._header.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
-                Compatible = img._header.Compatible & ~CompatibleFeatures.PrefetchProfile,
+                Flags = _header.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
+                Compatible = _header.Compatible & ~CompatibleFeatures.PrefetchProfile,
                 ReservedRegions = new (long, long)[5],
             });
         }

@@ -42,11 +42,12 @@ public sealed partial class FvdImage
         var bytes = PrefetchProfile.Serialize(entries);
         lock (_flushLock)
         {
+            ThrowIfSyncFailed();
             long start = _header.InlineData ? FvdHeader.AlignUp(_header.DataOffset + _header.VirtualSize, 4096)
-                : (_header.BitmapLength == 0 ? FvdHeader.Size : FvdHeader.AlignUp(_header.BitmapOffset + _header.BitmapLength, 4096));
+                : (_header.BitmapLength == 0 ? _header.HeaderArea : FvdHeader.AlignUp(_header.BitmapOffset + _header.BitmapLength, 4096));
             if (_meta is Io.FileDevice f && f.Length < start + bytes.Length) f.SetLength(start + bytes.Length);
             _meta.Write(start, bytes);
-            _meta.Flush();
+            Sync(_meta, "metadata sync");
             var regions = (ValueTuple<long, long>[])_header.ReservedRegions.Clone();
             regions[FvdHeader.ProfileRegion] = (start, bytes.Length);
             WriteHeader(_header with { Compatible = _header.Compatible | CompatibleFeatures.PrefetchProfile, ReservedRegions = regions });

@@ -4,6 +4,9 @@
 //
 // Durability (DESIGN.md 3, 5): a bit goes 0 -> 1 on disk only after its block's data is durable.
 // Flush = snapshot dirty bitmap pages -> fdatasync(data) -> write pages -> fdatasync(metadata).
+// A failed sync is final: Linux reports a writeback error once, so a retry would "succeed" over data that
+// never reached the disk. Every later flush and header write fails, no bit is written for the blocks
+// concerned, the image is never marked clean, and the header gets the corrupt mark (cleared by fvd-img check -r all).
 using Fvd.Core.Format;
 using Fvd.Core.Io;
 
@@ -22,6 +25,8 @@ public sealed partial class FvdImage : IBlockDevice
     private readonly int _blockShift;
     private readonly object _flushLock = new();
     private FvdHeader _header;
+    private int _slot; // the header slot holding _header (HeaderSlots.cs)
+    private string? _syncFailure; // set by the first failed sync; see Sync
     private int _disposed;
 
     public string Path { get; }
@@ -58,13 +63,13 @@ public sealed partial class FvdImage : IBlockDevice
     }
 
     /// <summary>
-    /// The default block size: the smallest power of two >= 4 KiB that keeps all metadata (the 4 KiB header
-    /// plus the bitmap, rounded to whole pages) at most 4 MiB: 64 KiB blocks for a 1 TiB template.
+    /// The default block size: the smallest power of two >= 4 KiB that keeps all metadata (the two 4 KiB header
+    /// copies plus the bitmap, rounded to whole pages) at most 4 MiB: 64 KiB blocks for a 1 TiB template.
     /// </summary>
     public static int DefaultBlockSize(long backingSize)
     {
         long bs = DefaultMinBlockSize;
-        while (FvdHeader.Size + FvdHeader.AlignUp(FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8), 4096) > DefaultMaxBitmapBytes) bs *= 2;
+        while (HeaderSlots.Count * FvdHeader.Size + FvdHeader.AlignUp(FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8), 4096) > DefaultMaxBitmapBytes) bs *= 2;
         return (int)bs;
     }
 
@@ -103,16 +108,17 @@ public sealed partial class FvdImage : IBlockDevice
             long bitmapLen = FvdHeader.CeilDiv(blocks, 8);
             if (bitmapLen > FvdHeader.MaxBitmapBytes)
                 throw new FvdException(FvdErrorKind.InvalidArgument, $"block size {bs} needs a {bitmapLen}-byte bitmap; choose a larger block size", path);
-            long metaEnd = bitmapLen == 0 ? FvdHeader.Size : FvdHeader.AlignUp(FvdHeader.Size + bitmapLen, 4096);
+            long headerArea = HeaderSlots.Count * (long)FvdHeader.Size;
+            long metaEnd = bitmapLen == 0 ? headerArea : FvdHeader.AlignUp(headerArea + bitmapLen, 4096);
             string dataName = o.InlineData ? "" : o.DataFile ?? System.IO.Path.GetFileNameWithoutExtension(path) + ".data";
             var header = new FvdHeader
             {
                 Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ?? remote ? HeaderFlags.CopyOnRead : 0),
-                Incompatible = o.InlineData ? IncompatibleFeatures.InlineData : 0,
+                Incompatible = IncompatibleFeatures.TwoHeaderSlots | (o.InlineData ? IncompatibleFeatures.InlineData : 0),
                 VirtualSize = vsize,
                 BlockSize = bs,
                 BackingSize = backingSize,
-                BitmapOffset = bitmapLen > 0 ? FvdHeader.Size : 0,
+                BitmapOffset = bitmapLen > 0 ? headerArea : 0,
                 BitmapLength = bitmapLen,
                 DataOffset = o.InlineData ? metaEnd : 0,
                 Prefetch = o.Prefetch,
@@ -137,9 +143,9 @@ public sealed partial class FvdImage : IBlockDevice
                     dataCreated = true;
                     data.Flush();
                 }
-                if (bitmapLen > 0) meta.Write(FvdHeader.Size, bitmap.ToBytes());
+                if (bitmapLen > 0) meta.Write(header.BitmapOffset, bitmap.ToBytes());
                 meta.Flush();
-                meta.Write(0, header.ToBytes());
+                meta.Write(0, HeaderSlots.Initial(header));
                 meta.Flush();
             }
             catch
@@ -242,7 +248,7 @@ public sealed partial class FvdImage : IBlockDevice
         try
         {
             if (!o.NoLock) meta.Lock(exclusive: !o.ReadOnly);
-            var header = ReadHeader(meta, path);
+            var header = ReadHeader(meta, path).Header;
             if (!header.InlineData)
             {
                 string dataPath = ResolveRelative(path, header.DataFile);
@@ -290,15 +296,14 @@ public sealed partial class FvdImage : IBlockDevice
         try { File.Delete(p); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
-    private static FvdHeader ReadHeader(IBlockDevice meta, string path)
+    /// <summary>The current header copy (HeaderSlots.cs), validated.</summary>
+    internal static HeaderChoice ReadHeader(IBlockDevice meta, string path)
     {
         if (meta.Length < FvdHeader.Size)
             throw new FvdException(FvdErrorKind.InvalidFormat, $"file too short for an FVD header ({meta.Length} bytes)", path);
-        var hb = new byte[FvdHeader.Size];
+        var hb = new byte[Math.Min(meta.Length, HeaderSlots.Count * FvdHeader.Size)];
         meta.Read(0, hb);
-        var header = FvdHeader.Parse(hb, path);
-        header.Validate(meta.Length, path);
-        return header;
+        return HeaderSlots.Choose(hb, meta.Length, path);
     }
 
     /// <summary>
@@ -308,9 +313,10 @@ public sealed partial class FvdImage : IBlockDevice
     internal static FvdImage Attach(string path, IBlockDevice meta, IBlockDevice? data, IBlockDevice? backing,
         string? backingPath, bool readOnly)
     {
-        var header = ReadHeader(meta, path);
+        var choice = ReadHeader(meta, path);
+        var header = choice.Header;
         if ((header.Incompatible & IncompatibleFeatures.Corrupt) != 0 && !readOnly)
-            throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r'", path);
+            throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r all'", path);
         var bmBytes = new byte[header.BitmapLength];
         if (header.BitmapLength > 0) meta.Read(header.BitmapOffset, bmBytes);
         var bitmap = Bitmap.FromBytes(header.BitmapBlocks, bmBytes, path);
@@ -333,7 +339,7 @@ public sealed partial class FvdImage : IBlockDevice
                 throw new FvdException(FvdErrorKind.CorruptImage, $"data file is {data.Length} bytes, shorter than the {header.VirtualSize}-byte disk", path);
             dataPath = ResolveRelative(path, header.DataFile);
         }
-        var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, readOnly);
+        var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, readOnly) { _slot = choice.Slot };
         if (!readOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
             img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
         // Recovery after a crash: data written but never flushed lies in blocks whose bit is still 0. It is
@@ -346,11 +352,55 @@ public sealed partial class FvdImage : IBlockDevice
         return img;
     }
 
+    /// <summary>Writes h as the new current header (into the other slot when there are two) and syncs it.</summary>
     private void WriteHeader(FvdHeader h)
     {
-        _meta.Write(0, h.ToBytes());
-        _meta.Flush();
-        _header = h;
+        ThrowIfSyncFailed();
+        var (next, slot) = HeaderSlots.Prepare(_header, _slot, h);
+        _meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
+        Sync(_meta, "metadata sync");
+        _header = next;
+        _slot = slot;
+    }
+
+    private void ThrowIfSyncFailed()
+    {
+        if (_syncFailure is not null) throw new FvdException(FvdErrorKind.Io, _syncFailure, Path);
+    }
+
+    /// <summary>
+    /// fdatasync of one device. On failure the error is final for this open (see the top of this file): the
+    /// image is marked corrupt on disk if the metadata file still takes a write, and the failure is thrown
+    /// as an I/O error (EIO to the writer).
+    /// </summary>
+    private void Sync(IBlockDevice dev, string what)
+    {
+        try
+        {
+            dev.Flush();
+        }
+        catch (Exception e) when (e is FvdException or IOException)
+        {
+            _syncFailure = $"{what} failed ({e.Message}); writes since the last successful flush may be lost; close the image and run 'fvd-img check -r all'";
+            MarkCorrupt();
+            throw new FvdException(FvdErrorKind.Io, _syncFailure, Path, e);
+        }
+    }
+
+    /// <summary>Best effort: a failing disk may refuse this too, and the clean flag is already clear on disk.</summary>
+    private void MarkCorrupt()
+    {
+        try
+        {
+            var (next, slot) = HeaderSlots.Prepare(_header, _slot, _header with { Incompatible = _header.Incompatible | IncompatibleFeatures.Corrupt });
+            _meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
+            _meta.Flush();
+            _header = next;
+            _slot = slot;
+        }
+        catch (Exception e) when (e is FvdException or IOException)
+        {
+        }
     }
 
     /// <summary>
@@ -363,6 +413,7 @@ public sealed partial class FvdImage : IBlockDevice
         if (IsReadOnly) return;
         lock (_flushLock)
         {
+            ThrowIfSyncFailed();
             // Snapshot first: every bit set now belongs to a data write that has already completed, so the
             // fdatasync below makes its data durable before the bit is written.
             var pages = _header.BitmapLength > 0 ? _bitmap.TakeDirtyPages() : new List<int>();
@@ -372,23 +423,25 @@ public sealed partial class FvdImage : IBlockDevice
                 copies[i] = new byte[Bitmap.PageBytes];
                 _bitmap.CopyPage(pages[i], copies[i]);
             }
+            // No retry after a failed sync: these pages' new bits would then reach the disk over data that
+            // never did. Only a failed bitmap write (before any sync) leaves the pages dirty for the next flush.
+            Sync(_data, "data sync");
+            if (pages.Count == 0) return;
             try
             {
-                _data.Flush();
-                if (pages.Count == 0) return;
                 for (int i = 0; i < pages.Count; i++)
                 {
                     long start = (long)pages[i] * Bitmap.PageBytes;
                     int len = (int)Math.Min(Bitmap.PageBytes, _bitmap.ByteLength - start);
                     _meta.Write(_header.BitmapOffset + start, copies[i].AsSpan(0, len));
                 }
-                _meta.Flush();
             }
             catch
             {
                 foreach (var p in pages) _bitmap.MarkDirty(p);
                 throw;
             }
+            Sync(_meta, "metadata sync");
         }
     }
 

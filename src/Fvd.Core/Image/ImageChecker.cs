@@ -94,22 +94,21 @@ public static class ImageChecker
 
     private static void CheckOpen(string path, FileDevice meta, RepairMode repair, CheckReport r, Action<long, long>? progress)
     {
-        // 1. Header: decode, then validate every field.
-        var hb = new byte[FvdHeader.Size];
-        int have = (int)Math.Min(meta.Length, FvdHeader.Size);
-        meta.Read(0, hb.AsSpan(0, have));
-        if (have < FvdHeader.Magic.Length || !hb.AsSpan(0, FvdHeader.Magic.Length).SequenceEqual(FvdHeader.Magic))
+        // 1. Header: decode, then validate every field, of each copy when there are two (HeaderSlots.cs).
+        var hb = new byte[(int)Math.Min(meta.Length, HeaderSlots.Count * FvdHeader.Size)];
+        meta.Read(0, hb);
+        bool HasMagic(int at) => hb.Length >= at + FvdHeader.Magic.Length && hb.AsSpan(at, FvdHeader.Magic.Length).SequenceEqual(FvdHeader.Magic);
+        if (!HasMagic(0) && !HasMagic(FvdHeader.Size))
         {
             r.Add(CheckSeverity.CheckFailed, "not an FVD image (bad magic)");
             return;
         }
-        FvdHeader h;
+        HeaderChoice choice;
         try
         {
-            if (have < FvdHeader.Size)
-                throw new FvdException(FvdErrorKind.InvalidFormat, $"file too short for an FVD header ({have} of {FvdHeader.Size} bytes)");
-            h = FvdHeader.Parse(hb);
-            h.Validate(meta.Length);
+            if (hb.Length < FvdHeader.Size)
+                throw new FvdException(FvdErrorKind.InvalidFormat, $"file too short for an FVD header ({hb.Length} of {FvdHeader.Size} bytes)");
+            choice = HeaderSlots.Choose(hb, meta.Length);
         }
         catch (FvdException e) when (e.Kind == FvdErrorKind.UnsupportedFeature)
         {
@@ -121,10 +120,9 @@ public static class ImageChecker
             r.Add(CheckSeverity.Error, "header: " + e.Message);
             return;
         }
+        var h = choice.Header;
         r.VirtualSize = h.VirtualSize;
         r.BlocksTotal = h.BitmapBlocks;
-        if (h.BackingSize > h.VirtualSize)
-            r.Add(CheckSeverity.Error, $"header: backing size {h.BackingSize} exceeds the virtual size {h.VirtualSize}");
         bool corruptMark = (h.Incompatible & IncompatibleFeatures.Corrupt) != 0;
         bool finished = (h.Flags & HeaderFlags.PrefetchFinished) != 0;
 
@@ -225,6 +223,15 @@ public static class ImageChecker
             setClean = repair != RepairMode.None && r.Errors == 0 && !r.CheckFailed;
             r.Add(CheckSeverity.Repairable, "image was not closed cleanly (clean flag clear)", setClean);
         }
+        // A bad second copy loses nothing while the current one is good: the header write below goes to its
+        // slot anyway, or the current copy is copied over it.
+        bool fixCopy = choice.OtherProblem is not null && repair != RepairMode.None;
+        if (choice.OtherProblem is not null) r.Add(CheckSeverity.Repairable, "header: " + choice.OtherProblem, fixCopy);
+        if (fixCopy && !setClean && !clearCorrupt)
+        {
+            meta.Write(HeaderSlots.Offset(1 - choice.Slot), hb.AsSpan((int)HeaderSlots.Offset(choice.Slot), FvdHeader.Size));
+            meta.Flush();
+        }
         if (setClean || clearCorrupt)
         {
             var nh = h with
@@ -240,7 +247,8 @@ public static class ImageChecker
                 data.Flush();
             }
             meta.Flush();
-            meta.Write(0, nh.ToBytes());
+            var (next, slot) = HeaderSlots.Prepare(h, choice.Slot, nh);
+            meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
             meta.Flush();
         }
     }

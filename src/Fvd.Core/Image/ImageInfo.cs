@@ -108,6 +108,7 @@ public sealed record ImageInfo
         [(ulong)IncompatibleFeatures.Journal] = "journal",
         [(ulong)IncompatibleFeatures.Snapshots] = "snapshots",
         [(ulong)IncompatibleFeatures.Corrupt] = "corrupt",
+        [(ulong)IncompatibleFeatures.TwoHeaderSlots] = "two-header-slots",
     };
 
     public static readonly IReadOnlyDictionary<ulong, string> CompatibleNames = new Dictionary<ulong, string>
