@@ -1,4 +1,4 @@
-# FvdFuse: make deps | build | test | run | install PREFIX=dir | reliability | bench
+# FvdFuse: make deps | build | test | run | install PREFIX=dir | deb | reliability | bench
 SHELL := /bin/bash
 DOTNET ?= dotnet
 CONFIG ?= Release
@@ -8,9 +8,12 @@ QUICK ?= 0
 PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
-APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps
+APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps file gcc zlib1g-dev
+# NativeAOT needs the target's runtime identifier.
+VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
+RID ?= linux-$(subst x86_64,x64,$(subst aarch64,arm64,$(shell uname -m)))
 
-.PHONY: deps build test run install reliability bench clean publish
+.PHONY: deps build test run install reliability bench clean publish deb
 
 # Installs what the build and the tests need (idempotent; as root, as in CI). A temporary policy-rc.d
 # keeps package scripts from starting services (nginx): the tests start their own on loopback.
@@ -31,13 +34,16 @@ deps:
 build:
 	$(DOTNET) build FvdFuse.sln -c $(CONFIG) -nologo -v quiet -clp:ErrorsOnly
 
-# Self-contained framework-dependent publish of the two tools into out/bin.
+# The two tools compiled ahead of time (NativeAOT: no .NET runtime needed) into out/lib/fvdfuse, linked
+# from out/bin. libMono.Unix.so sits beside them (found next to the executable, also through the links).
 publish:
-	$(DOTNET) publish src/Fvd.Img/Fvd.Img.csproj -c $(CONFIG) -o $(OUT)/lib/fvd-img -nologo -v quiet
-	$(DOTNET) publish src/Fvd.Mount/Fvd.Mount.csproj -c $(CONFIG) -o $(OUT)/lib/fvdmount -nologo -v quiet
-	mkdir -p $(OUT)/bin
-	ln -sf ../lib/fvd-img/fvd-img $(OUT)/bin/fvd-img
-	ln -sf ../lib/fvdmount/fvdmount $(OUT)/bin/fvdmount
+	$(DOTNET) publish src/Fvd.Img/Fvd.Img.csproj -c $(CONFIG) -r $(RID) -o $(OUT)/obj/fvd-img -nologo -v quiet
+	$(DOTNET) publish src/Fvd.Mount/Fvd.Mount.csproj -c $(CONFIG) -r $(RID) -o $(OUT)/obj/fvdmount -nologo -v quiet
+	rm -rf $(OUT)/lib/fvdfuse && mkdir -p $(OUT)/lib/fvdfuse $(OUT)/bin
+	install -m 755 $(OUT)/obj/fvd-img/fvd-img $(OUT)/obj/fvdmount/fvdmount $(OUT)/lib/fvdfuse/
+	install -m 644 $(OUT)/obj/fvd-img/libMono.Unix.so $(OUT)/lib/fvdfuse/
+	ln -sf ../lib/fvdfuse/fvd-img $(OUT)/bin/fvd-img
+	ln -sf ../lib/fvdfuse/fvdmount $(OUT)/bin/fvdmount
 
 test: deps build
 	FILTER='$(FILTER)' bash tests/run-tests.sh $(CONFIG)
@@ -47,14 +53,18 @@ run: deps publish
 
 install: publish
 	mkdir -p $(PREFIX)/bin $(PREFIX)/lib/fvdfuse $(PREFIX)/share/man/man1 $(PREFIX)/share/man/man5
-	rm -rf $(PREFIX)/lib/fvdfuse/fvd-img $(PREFIX)/lib/fvdfuse/fvdmount
-	cp -r $(OUT)/lib/fvd-img $(OUT)/lib/fvdmount $(PREFIX)/lib/fvdfuse/
-	ln -sf ../lib/fvdfuse/fvd-img/fvd-img $(PREFIX)/bin/fvd-img
-	ln -sf ../lib/fvdfuse/fvdmount/fvdmount $(PREFIX)/bin/fvdmount
+	rm -rf $(PREFIX)/lib/fvdfuse/fvd-img $(PREFIX)/lib/fvdfuse/fvdmount # directories of the earlier JIT layout
+	cp -a $(OUT)/lib/fvdfuse/. $(PREFIX)/lib/fvdfuse/
+	ln -sf ../lib/fvdfuse/fvd-img $(PREFIX)/bin/fvd-img
+	ln -sf ../lib/fvdfuse/fvdmount $(PREFIX)/bin/fvdmount
 	for m in man/*.1; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man1/; done; true
 	for m in man/*.5; do [ -e "$$m" ] && install -m 644 $$m $(PREFIX)/share/man/man5/; done; true
 	# mount(8) looks for helpers in /sbin: with a PREFIX other than /usr, link $(PREFIX)/sbin/mount.fuse.fvd there.
 	mkdir -p $(PREFIX)/sbin && install -m 755 packaging/mount.fuse.fvd $(PREFIX)/sbin/
+
+# A Debian package of the native tools: out/fvdfuse_VERSION_ARCH.deb (install with apt-get install ./FILE).
+deb: deps publish
+	bash packaging/build-deb.sh $(OUT)/lib/fvdfuse $(VERSION) $(OUT)
 
 # The four reliability harnesses (issue 5): short run; LONG=1 for the long one.
 reliability: deps build

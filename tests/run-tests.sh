@@ -23,16 +23,29 @@ done
 rm -rf "$results"
 echo "unit and integration tests: $passed passed, $failed failed, $skipped skipped"
 
-# The reliability figures (issue 5), short run: each figure line counts as one test below.
-if [ "${RELIABILITY:-1}" = 1 ] && [ -z "$filter" ]; then
-  rel=$(mktemp)
-  bash tests/reliability.sh 2>&1 | tee "$rel"
+# Scripts that print figure lines ("NAME: N passed, N failed"): the short reliability run (each figure line
+# counts as one test) and the package tests (each check counts). RELIABILITY=0 / PACKAGE=0 skip them.
+figures() { # figures NAME SCRIPT
+  local out; out=$(mktemp)
+  bash "$2" 2>&1 | tee "$out"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-  fp=$(grep -cE ': [0-9]+ passed, 0 failed$' "$rel" || true)
-  ff=$(grep -E ': [0-9]+ passed, [0-9]+ failed$' "$rel" | grep -cvE ', 0 failed$' || true)
-  [ "$fp" -gt 0 ] || { echo "reliability: no figures printed"; ff=$((ff + 1)); }
-  passed=$((passed + fp)); failed=$((failed + ff))
-  rm -f "$rel"
+  if [ "$1" = package ]; then
+    local l; l=$(grep -E '^package: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -1)
+    local p=${l#package: }; p=${p%% *}; local f=${l#*passed, }; f=${f%% *}
+    [ -n "$l" ] || { echo "package: no result line"; f=1; p=0; }
+    passed=$((passed + p)); failed=$((failed + f))
+  else
+    local fp ff
+    fp=$(grep -cE ': [0-9]+ passed, 0 failed$' "$out" || true)
+    ff=$(grep -E ': [0-9]+ passed, [0-9]+ failed$' "$out" | grep -cvE ', 0 failed$' || true)
+    [ "$fp" -gt 0 ] || { echo "$1: no figures printed"; ff=$((ff + 1)); }
+    passed=$((passed + fp)); failed=$((failed + ff))
+  fi
+  rm -f "$out"
+}
+if [ -z "$filter" ]; then
+  [ "${RELIABILITY:-1}" = 1 ] && figures reliability tests/reliability.sh
+  [ "${PACKAGE:-1}" = 1 ] && figures package tests/package-tests.sh
 fi
 [ "$failed" -eq 0 ] || rc=1
 [ "$passed" -gt 0 ] || rc=1

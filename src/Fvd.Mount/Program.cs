@@ -270,7 +270,7 @@ public static partial class Program
         };
         // Run as `dotnet fvdmount.dll`: the host needs the assembly path first.
         if (Path.GetFileNameWithoutExtension(host) == "dotnet")
-            psi.ArgumentList.Add(typeof(Program).Assembly.Location);
+            psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, typeof(Program).Assembly.GetName().Name + ".dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment[DaemonEnv] = "1";
 

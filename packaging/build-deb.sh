@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# make deb: a Debian package of the NativeAOT tools (no .NET runtime needed on the target).
+#   usage: build-deb.sh PUBLISH_DIR VERSION OUT_DIR   (PUBLISH_DIR = out/lib/fvdfuse from make publish)
+set -euo pipefail
+pub=${1:?usage: build-deb.sh PUBLISH_DIR VERSION OUT_DIR}
+version=${2:?version}
+outdir=${3:?out dir}
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+arch=$(dpkg --print-architecture)
+stage=$(mktemp -d)
+chmod 755 "$stage"
+trap 'rm -rf "$stage"' EXIT
+
+install -d "$stage/DEBIAN" "$stage/usr/lib/fvdfuse" "$stage/usr/bin" "$stage/usr/sbin" \
+  "$stage/usr/share/man/man1" "$stage/usr/share/man/man5" "$stage/lib/systemd/system" "$stage/usr/share/doc/fvdfuse"
+install -m 755 "$pub/fvd-img" "$pub/fvdmount" "$stage/usr/lib/fvdfuse/"
+install -m 644 "$pub/libMono.Unix.so" "$stage/usr/lib/fvdfuse/"
+ln -s ../lib/fvdfuse/fvd-img "$stage/usr/bin/fvd-img"
+ln -s ../lib/fvdfuse/fvdmount "$stage/usr/bin/fvdmount"
+# mount(8) runs /sbin/mount.fuse.fvd for "mount -t fuse.fvd" and fstab lines (/sbin is /usr/sbin on Debian).
+install -m 755 "$here/mount.fuse.fvd" "$stage/usr/sbin/mount.fuse.fvd"
+install -m 644 "$here/fvdmount@.service" "$stage/lib/systemd/system/"
+for m in "$root"/man/*.1; do gzip -9n < "$m" > "$stage/usr/share/man/man1/$(basename "$m").gz"; done
+for m in "$root"/man/*.5; do gzip -9n < "$m" > "$stage/usr/share/man/man5/$(basename "$m").gz"; done
+printf 'FvdFuse: FVD virtual-disk images (fvd-img) and their FUSE view as raw files (fvdmount).\n' \
+  > "$stage/usr/share/doc/fvdfuse/README"
+
+size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+cat > "$stage/DEBIAN/control" <<CTRL
+Package: fvdfuse
+Version: $version
+Architecture: $arch
+Maintainer: FvdFuse developers <fvdfuse@localhost>
+Installed-Size: $size
+Depends: libc6, fuse3
+Recommends: qemu-utils
+Section: admin
+Priority: optional
+Description: FVD virtual-disk images shown as raw files through FUSE
+ fvd-img creates, inspects, checks and converts FVD (Fast Virtual Disk) images:
+ copy-on-write over a read-only template (raw file or HTTP URL) with a bitmap,
+ copy-on-read and adaptive prefetching. fvdmount shows each image as a plain
+ raw file under a mount point, for qemu, libvirt, losetup, mkfs and fsck.
+CTRL
+mkdir -p "$outdir"
+deb="$outdir/fvdfuse_${version}_${arch}.deb"
+dpkg-deb --root-owner-group --build "$stage" "$deb" >/dev/null
+echo "$deb"
