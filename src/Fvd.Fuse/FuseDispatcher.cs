@@ -432,6 +432,9 @@ public sealed partial class FuseDispatcher
         {
             node.Device.Write(offset, body.Slice(WriteInSize, n));
             node.Touched(NowNs());
+            // O_DSYNC/O_SYNC opens, RWF_DSYNC/RWF_SYNC writes: with direct I/O the kernel sends no FSYNC after
+            // them, only this flag, so the write and its metadata must be durable before the reply.
+            if ((U32(body, WriteIn.Flags) & O_DSYNC) != 0) node.Device.Flush();
         }
         if ((U32(body, WriteIn.WriteFlags) & WRITE_KILL_SUIDGID) != 0) node.KillSuidGid();
         var o = reply.Slice(OutHeaderSize, WriteOutSize);

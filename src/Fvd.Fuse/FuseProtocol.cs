@@ -113,6 +113,8 @@ internal static class FuseProtocol
 
     // open(2) flags (x86-64 / generic).
     public const uint O_ACCMODE = 3, O_RDONLY = 0, O_DIRECT = 0x4000, O_TRUNC = 0x200;
+    /// <summary>O_SYNC is __O_SYNC | O_DSYNC, so testing O_DSYNC catches both.</summary>
+    public const uint O_DSYNC = 0x1000, O_SYNC = 0x101000;
 
     public const uint S_IFDIR = 0x4000, S_IFREG = 0x8000;
     public const uint DT_DIR = 4, DT_REG = 8;
