@@ -120,7 +120,8 @@ public sealed partial class FuseDispatcher
             {
                 INIT => Init(body, reply, unique),
                 LOOKUP => Lookup(nodeId, body, reply, unique),
-                FORGET or BATCH_FORGET or INTERRUPT => 0, // inodes are static; interrupts: let the request finish
+                FORGET or BATCH_FORGET => 0, // inodes are static
+                INTERRUPT => Interrupt(body, reply),
                 GETATTR => GetAttr(nodeId, reply, unique),
                 SETATTR => SetAttr(nodeId, body, reply, unique),
                 OPEN => Open(nodeId, body, reply, unique),

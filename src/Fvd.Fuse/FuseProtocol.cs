@@ -33,6 +33,7 @@ internal static class FuseProtocol
     public const int GetxattrOutSize = 8;
     public const int AccessInSize = 8;
     public const int FsyncInSize = 16;
+    public const int InterruptInSize = 8;
     public const int InitInMinSize = 16; // major, minor, max_readahead, flags (the 64-byte form adds flags2)
     public const int DirentHeaderSize = 24; // ino, off, namelen, type
 
@@ -77,6 +78,7 @@ internal static class FuseProtocol
     public static class AccessIn { public const int Mask = 0; }
     public static class GetxattrIn { public const int Size = 0; }
     public static class Dirent { public const int Ino = 0, Off = 8, NameLen = 16, Type = 20; }
+    public static class InterruptIn { public const int Unique = 0; }
 
     // Opcodes.
     public const uint LOOKUP = 1, FORGET = 2, GETATTR = 3, SETATTR = 4, READLINK = 5, SYMLINK = 6, MKNOD = 8,

@@ -28,7 +28,7 @@ public sealed class DispatcherTests
 
     private readonly record struct Reply(int Length, int Error, ulong Unique, byte[] Payload);
 
-    private static byte[] Request(uint op, ulong node, ReadOnlySpan<byte> body, ulong unique, uint uid = 0)
+    internal static byte[] Request(uint op, ulong node, ReadOnlySpan<byte> body, ulong unique, uint uid = 0)
     {
         var r = new byte[InHeaderSize + body.Length];
         BinaryPrimitives.WriteUInt32LittleEndian(r, (uint)r.Length);
@@ -58,7 +58,7 @@ public sealed class DispatcherTests
         return new Reply(n, err, unique, _reply.AsSpan(OutHeaderSize, n - OutHeaderSize).ToArray());
     }
 
-    private static byte[] Body(params object[] fields)
+    internal static byte[] Body(params object[] fields)
     {
         var ms = new MemoryStream();
         foreach (var f in fields)
