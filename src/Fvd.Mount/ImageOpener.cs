@@ -147,7 +147,12 @@ public static class ImageOpener
 /// </summary>
 internal sealed class FvdImageAdapter(FvdImage img, bool passthrough) : IStatusSource, IPassthroughSource, IBackingLocality
 {
-    public bool MayReadBacking(long offset, long length, bool write) => img.MayReadBacking(offset, length, write);
+    // Only a remote template can keep a request waiting for minutes; requests over a local one stay on the
+    // reader threads (no copy, no hand-off).
+    private readonly bool _remoteBacking = img.BackingPath is { } b && HttpRangeDevice.IsUrl(b);
+
+    public bool MayReadBacking(long offset, long length, bool write) =>
+        _remoteBacking && img.MayReadBacking(offset, length, write);
 
     /// <summary>
     /// The data file when it alone is the disk: not inline in the .fvd, exactly the virtual size, and either

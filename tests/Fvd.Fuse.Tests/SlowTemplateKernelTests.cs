@@ -87,7 +87,6 @@ public sealed class SlowTemplateKernelTests
                 }
             }
             foreach (var s in stuck) Assert.Equal(0, s.ExitCode); // released: they complete normally
-            _ = server;
         }
         foreach (var s in stuck) s.Dispose();
     }
