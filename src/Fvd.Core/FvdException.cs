@@ -28,6 +28,8 @@ public enum FvdErrorKind
     PermissionDenied,
     /// <summary>The image is in use (locked by another process).</summary>
     Busy,
+    /// <summary>The caller cancelled the request (IoCancellation) before it changed anything.</summary>
+    Interrupted,
 }
 
 public sealed class FvdException : Exception

@@ -32,6 +32,7 @@ public static class Errno
                 FvdErrorKind.InvalidFormat => EIO,
                 FvdErrorKind.NotFound => ENOENT,
                 FvdErrorKind.Busy => EBUSY,
+                FvdErrorKind.Interrupted => EINTR,
                 _ => EIO,
             };
         }

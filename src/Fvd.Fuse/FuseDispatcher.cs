@@ -1,18 +1,16 @@
 // Request bytes in, reply bytes out: parses one FUSE request, calls the image devices, builds the reply in the
 // caller's buffer. No kernel, no file descriptors, no threads here, so tests can drive it with byte arrays.
 // Thread-safe: several transport threads call Handle concurrently. The hot path (READ/WRITE) allocates nothing.
-using System.Buffers;
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
-using System.Text.Json;
 using Fvd.Core.Io;
 using static Fvd.Fuse.FuseProtocol;
 
 namespace Fvd.Fuse;
 
-public sealed class FuseDispatcher
+public sealed partial class FuseDispatcher
 {
     private static readonly byte[] Dot = "."u8.ToArray();
     private static readonly byte[] DotDot = ".."u8.ToArray();
@@ -77,16 +75,6 @@ public sealed class FuseDispatcher
     /// <summary>True when the kernel agreed to FUSE passthrough in INIT and has not refused it since.</summary>
     public bool PassthroughAvailable => _passthroughNegotiated && Volatile.Read(ref _passthroughRefused) == 0;
 
-    private sealed class StatusNode(ulong nodeId, byte[] nameUtf8, ImageNode image)
-    {
-        public ulong NodeId { get; } = nodeId;
-        public byte[] NameUtf8 { get; } = nameUtf8;
-        public ImageNode Image { get; } = image;
-        public readonly object Lock = new();
-        public byte[]? Latest;
-        public long LatestAt;
-    }
-
     /// <summary>Set once INIT has been answered successfully.</summary>
     public bool Initialized => _initialized;
 
@@ -116,11 +104,11 @@ public sealed class FuseDispatcher
     {
         // Without the unique id there is nothing to answer; the kernel never sends this.
         if (req.Length < 16) { Console.Error.WriteLine($"fvdmount: dropped a {req.Length}-byte request"); return 0; }
-        ulong unique = U64(req, 8);
-        if (req.Length < InHeaderSize || U32(req, 0) != (uint)req.Length) return Error(reply, unique, Errno.EINVAL);
-        uint op = U32(req, 4);
-        ulong nodeId = U64(req, 16);
-        int extLen = BinaryPrimitives.ReadUInt16LittleEndian(req[36..]) * 8; // extensions sit after the body
+        ulong unique = U64(req, InHeader.Unique);
+        if (req.Length < InHeaderSize || U32(req, InHeader.Len) != (uint)req.Length) return Error(reply, unique, Errno.EINVAL);
+        uint op = U32(req, InHeader.Opcode);
+        ulong nodeId = U64(req, InHeader.NodeId);
+        int extLen = BinaryPrimitives.ReadUInt16LittleEndian(req[InHeader.TotalExtLen..]) * 8; // extensions sit after the body
         if (InHeaderSize + extLen > req.Length) return Error(reply, unique, Errno.EINVAL);
         var body = req[InHeaderSize..(req.Length - extLen)];
 
@@ -132,7 +120,8 @@ public sealed class FuseDispatcher
             {
                 INIT => Init(body, reply, unique),
                 LOOKUP => Lookup(nodeId, body, reply, unique),
-                FORGET or BATCH_FORGET or INTERRUPT => 0, // inodes are static; interrupts: let the request finish
+                FORGET or BATCH_FORGET => 0, // inodes are static
+                INTERRUPT => Interrupt(body, reply),
                 GETATTR => GetAttr(nodeId, reply, unique),
                 SETATTR => SetAttr(nodeId, body, reply, unique),
                 OPEN => Open(nodeId, body, reply, unique),
@@ -173,14 +162,14 @@ public sealed class FuseDispatcher
         try
         {
             if (body.Length < 8) return Error(reply, unique, Errno.EINVAL);
-            uint major = U32(body, 0), minor = U32(body, 4);
+            uint major = U32(body, InitIn.Major), minor = U32(body, InitIn.Minor);
             var o = reply.Slice(OutHeaderSize, InitOutSize);
             o.Clear();
             if (major > KernelMajor)
             {
                 // Newer major: answer ours and the kernel retries INIT with it.
-                W32(o, 0, KernelMajor);
-                W32(o, 4, OurMinor);
+                W32(o, InitOut.Major, KernelMajor);
+                W32(o, InitOut.Minor, OurMinor);
                 return Ok(reply, unique, InitOutSize);
             }
             if (major < KernelMajor || minor < MinKernelMinor || body.Length < InitInMinSize)
@@ -188,9 +177,9 @@ public sealed class FuseDispatcher
                 Console.Error.WriteLine($"fvdmount: kernel FUSE protocol {major}.{minor} is too old (need 7.{MinKernelMinor})");
                 return Error(reply, unique, Errno.EPROTO);
             }
-            uint maxReadahead = U32(body, 8);
-            ulong kernelFlags = U32(body, 12);
-            if ((kernelFlags & INIT_EXT) != 0 && body.Length >= 20) kernelFlags |= (ulong)U32(body, 16) << 32;
+            uint maxReadahead = U32(body, InitIn.MaxReadahead);
+            ulong kernelFlags = U32(body, InitIn.Flags);
+            if ((kernelFlags & INIT_EXT) != 0 && body.Length >= InitIn.Flags2 + 4) kernelFlags |= (ulong)U32(body, InitIn.Flags2) << 32;
 
             ulong want = ASYNC_READ | BIG_WRITES | ASYNC_DIO | MAX_PAGES | PARALLEL_DIROPS | DO_READDIRPLUS
                          | HANDLE_KILLPRIV_V2 | INIT_EXT | DIRECT_IO_ALLOW_MMAP;
@@ -199,17 +188,17 @@ public sealed class FuseDispatcher
             _passthroughNegotiated = (flags & PASSTHROUGH) != 0;
             if ((want & PASSTHROUGH) != 0 && !_passthroughNegotiated)
                 Console.Error.WriteLine("fvdmount: the kernel does not offer FUSE passthrough (needs Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH); serving every open normally");
-            W32(o, 0, KernelMajor);
-            W32(o, 4, Math.Min(minor, OurMinor));
-            W32(o, 8, Math.Min(maxReadahead, 128 * 1024));
-            W32(o, 12, (uint)flags);
-            W16(o, 16, 64);   // max_background: qemu at high queue depth needs more than the default 12
-            W16(o, 18, 48);   // congestion_threshold: 75 % of that
-            W32(o, 20, MaxWrite);
-            W32(o, 24, 1);    // time_gran: we keep nanoseconds
-            W16(o, 28, MaxWrite / 4096); // max_pages
-            W32(o, 32, (uint)(flags >> 32)); // flags2
-            if (_passthroughNegotiated) W32(o, 36, MaxStackDepth);
+            W32(o, InitOut.Major, KernelMajor);
+            W32(o, InitOut.Minor, Math.Min(minor, OurMinor));
+            W32(o, InitOut.MaxReadahead, Math.Min(maxReadahead, 128 * 1024));
+            W32(o, InitOut.Flags, (uint)flags);
+            W16(o, InitOut.MaxBackground, 64);   // max_background: qemu at high queue depth needs more than the default 12
+            W16(o, InitOut.CongestionThreshold, 48);   // congestion_threshold: 75 % of that
+            W32(o, InitOut.MaxWrite, MaxWrite);
+            W32(o, InitOut.TimeGran, 1);    // time_gran: we keep nanoseconds
+            W16(o, InitOut.MaxPages, MaxWrite / 4096); // max_pages
+            W32(o, InitOut.Flags2, (uint)(flags >> 32)); // flags2
+            if (_passthroughNegotiated) W32(o, InitOut.MaxStackDepth, MaxStackDepth);
             Volatile.Write(ref _flags, flags);
             _initialized = true;
             return Ok(reply, unique, InitOutSize);
@@ -260,7 +249,7 @@ public sealed class FuseDispatcher
     private int SetAttr(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
         if (body.Length < SetattrInSize) return Error(reply, unique, Errno.EINVAL);
-        uint valid = U32(body, 0);
+        uint valid = U32(body, SetattrIn.Valid);
         if (nodeId == RootId)
         {
             // The directory's attributes are fixed; accepting times keeps `touch` quiet.
@@ -271,7 +260,7 @@ public sealed class FuseDispatcher
         }
         if (!Find(nodeId, out var node))
             return Error(reply, unique, !Exists(nodeId) ? Errno.ENOENT : _options.ReadOnly ? Errno.EROFS : Errno.EPERM); // the status files are fixed
-        if ((valid & FATTR_SIZE) != 0 && (long)U64(body, 16) != node.Device.Length)
+        if ((valid & FATTR_SIZE) != 0 && (long)U64(body, SetattrIn.Size) != node.Device.Length)
         {
             // A virtual disk has a fixed size: truncation (dd without conv=notrunc, O_TRUNC) would destroy it
             // and growth is not supported. Setting the current size is a no-op and allowed.
@@ -280,16 +269,16 @@ public sealed class FuseDispatcher
         long now = NowNs();
         lock (node.AttrLock)
         {
-            if ((valid & FATTR_MODE) != 0) node.SetMode(U32(body, 68));
+            if ((valid & FATTR_MODE) != 0) node.SetMode(U32(body, SetattrIn.Mode));
             if ((valid & FATTR_KILL_SUIDGID) != 0) node.SetMode(node.Mode & ~0xC00u);
-            uint? uid = (valid & FATTR_UID) != 0 ? U32(body, 76) : null;
-            uint? gid = (valid & FATTR_GID) != 0 ? U32(body, 80) : null;
+            uint? uid = (valid & FATTR_UID) != 0 ? U32(body, SetattrIn.Uid) : null;
+            uint? gid = (valid & FATTR_GID) != 0 ? U32(body, SetattrIn.Gid) : null;
             node.SetOwner(uid, gid);
             if ((valid & FATTR_ATIME_NOW) != 0) node.SetAtime(now);
-            else if ((valid & FATTR_ATIME) != 0) node.SetAtime(TimeNs(U64(body, 32), U32(body, 56)));
+            else if ((valid & FATTR_ATIME) != 0) node.SetAtime(TimeNs(U64(body, SetattrIn.Atime), U32(body, SetattrIn.AtimeNsec)));
             if ((valid & FATTR_MTIME_NOW) != 0) node.SetMtime(now);
-            else if ((valid & FATTR_MTIME) != 0) node.SetMtime(TimeNs(U64(body, 40), U32(body, 60)));
-            if ((valid & FATTR_CTIME) != 0) node.SetCtime(TimeNs(U64(body, 48), U32(body, 64)));
+            else if ((valid & FATTR_MTIME) != 0) node.SetMtime(TimeNs(U64(body, SetattrIn.Mtime), U32(body, SetattrIn.MtimeNsec)));
+            if ((valid & FATTR_CTIME) != 0) node.SetCtime(TimeNs(U64(body, SetattrIn.Ctime), U32(body, SetattrIn.CtimeNsec)));
             else node.SetCtime(now);
         }
         FillAttrOut(reply.Slice(OutHeaderSize, AttrOutSize), nodeId);
@@ -299,8 +288,8 @@ public sealed class FuseDispatcher
     private int Access(ulong nodeId, ReadOnlySpan<byte> body, ReadOnlySpan<byte> req, Span<byte> reply, ulong unique)
     {
         if (body.Length < AccessInSize) return Error(reply, unique, Errno.EINVAL);
-        uint mask = U32(body, 0) & 7; // R_OK 4, W_OK 2, X_OK 1
-        uint uid = U32(req, 24), gid = U32(req, 28);
+        uint mask = U32(body, AccessIn.Mask) & 7; // R_OK 4, W_OK 2, X_OK 1
+        uint uid = U32(req, InHeader.Uid), gid = U32(req, InHeader.Gid);
         uint mode, owner, group;
         if (nodeId == RootId) { mode = _dirMode; owner = _dirUid; group = _dirGid; }
         else if (Find(nodeId, out var node)) { mode = node.Mode; owner = node.Uid; group = node.Gid; }
@@ -328,14 +317,14 @@ public sealed class FuseDispatcher
         long blocks = (total + bsize - 1) / bsize, free = Math.Max(0, blocks - (used + bsize - 1) / bsize);
         var o = reply.Slice(OutHeaderSize, StatfsOutSize);
         o.Clear();
-        W64(o, 0, (ulong)blocks);
-        W64(o, 8, (ulong)free); // "free" = not yet allocated in the images
-        W64(o, 16, (ulong)free);
-        W64(o, 24, (ulong)(_nodes.Length + _status.Length + (_statusDirId != 0 ? 2 : 1)));
-        W64(o, 32, 0);
-        W32(o, 40, (uint)bsize);
-        W32(o, 44, 255);
-        W32(o, 48, (uint)bsize);
+        W64(o, StatfsOut.Blocks, (ulong)blocks);
+        W64(o, StatfsOut.Bfree, (ulong)free); // "free" = not yet allocated in the images
+        W64(o, StatfsOut.Bavail, (ulong)free);
+        W64(o, StatfsOut.Files, (ulong)(_nodes.Length + _status.Length + (_statusDirId != 0 ? 2 : 1)));
+        W64(o, StatfsOut.Ffree, 0);
+        W32(o, StatfsOut.Bsize, (uint)bsize);
+        W32(o, StatfsOut.NameLen, 255);
+        W32(o, StatfsOut.Frsize, (uint)bsize);
         return Ok(reply, unique, StatfsOutSize);
     }
 
@@ -343,7 +332,7 @@ public sealed class FuseDispatcher
     {
         if (body.Length < GetxattrInSize) return Error(reply, unique, Errno.EINVAL);
         if (!Exists(nodeId)) return Error(reply, unique, Errno.ENOENT);
-        if (U32(body, 0) != 0) return Ok(reply, unique, 0); // an empty list
+        if (U32(body, GetxattrIn.Size) != 0) return Ok(reply, unique, 0); // an empty list
         var o = reply.Slice(OutHeaderSize, GetxattrOutSize);
         o.Clear(); // size needed: 0
         return Ok(reply, unique, GetxattrOutSize);
@@ -355,7 +344,7 @@ public sealed class FuseDispatcher
     {
         if (body.Length < OpenInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId || (nodeId == _statusDirId && _statusDirId != 0)) return Error(reply, unique, Errno.EISDIR);
-        uint flags = U32(body, 0);
+        uint flags = U32(body, OpenIn.Flags);
         if (!Find(nodeId, out var node))
             return FindStatus(nodeId, out var st) ? OpenStatus(st, flags, reply, unique) : Error(reply, unique, Errno.ENOENT);
         if ((flags & O_ACCMODE) != O_RDONLY && (_options.ReadOnly || node.Device.IsReadOnly))
@@ -381,7 +370,7 @@ public sealed class FuseDispatcher
             // may accompany PASSTHROUGH, KEEP_CACHE makes open(2) fail with EIO and DIRECT_IO would send reads
             // and writes to us again; an O_DIRECT opener gets O_DIRECT on the data file.
             openFlags = FOPEN_PASSTHROUGH;
-            W32(o, 12, (uint)backingId);
+            W32(o, OpenOut.BackingId, (uint)backingId);
         }
         else if (direct)
         {
@@ -395,65 +384,14 @@ public sealed class FuseDispatcher
             // pass through: the switch waits until every such open is released (the kernel refuses to mix them).
             openFlags = FOPEN_KEEP_CACHE;
         }
-        W64(o, 0, fh);
-        W32(o, 8, openFlags);
+        W64(o, OpenOut.Fh, fh);
+        W32(o, OpenOut.OpenFlags, openFlags);
         return Ok(reply, unique, OpenOutSize);
-    }
-
-    /// <summary>
-    /// The backing id to pass this open through with, or 0 to serve it ourselves. The first eligible open
-    /// registers the data file with the kernel; a refusal (EPERM, EINVAL, ENOTTY...) is logged once and turns
-    /// passthrough off for the mount.
-    /// </summary>
-    private int PassthroughFor(ImageNode node)
-    {
-        int id = Volatile.Read(ref node.BackingId);
-        if (id > 0) return id;
-        if (node.PassthroughSource is not { } src || !PassthroughAvailable || node.PassthroughFailed
-            || BackingOpen is not { } backingOpen || Volatile.Read(ref node.CachedOpens) != 0) return 0;
-        lock (node.PassthroughLock)
-        {
-            if (node.BackingId > 0) return node.BackingId;
-            if (node.PassthroughFailed || Volatile.Read(ref node.CachedOpens) != 0 || Volatile.Read(ref _passthroughRefused) != 0) return 0;
-            string? path;
-            try { path = src.PassthroughPath; }
-            catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException) { path = null; }
-            if (path is null) return 0;
-            int r = backingOpen(path, _options.ReadOnly || node.Device.IsReadOnly);
-            if (r > 0)
-            {
-                node.PassthroughFile = path;
-                Volatile.Write(ref node.BackingId, r);
-                if (_options.Debug) Console.Error.WriteLine($"fvdmount: {node.Name}: new opens pass through to {path} (backing id {r})");
-                return r;
-            }
-            int err = -r;
-            if (err is Errno.EPERM or Errno.EINVAL or Errno.ENOTTY or Errno.EOPNOTSUPP or Errno.ENOSYS)
-            {
-                if (Interlocked.Exchange(ref _passthroughRefused, 1) == 0)
-                    Console.Error.WriteLine($"fvdmount: the kernel refused FUSE passthrough ({Native.StrError(err)}); serving every open normally");
-            }
-            else
-            {
-                Console.Error.WriteLine($"fvdmount: {node.Name}: cannot pass through to {path}: {Native.StrError(err)}; serving it normally");
-            }
-            node.PassthroughFailed = true;
-            return 0;
-        }
-    }
-
-    /// <summary>Whether a new open of this image would be passed through now (for its status file).</summary>
-    private bool WouldPassThrough(ImageNode node)
-    {
-        if (Volatile.Read(ref node.BackingId) > 0) return true;
-        if (node.PassthroughSource is not { } src || !PassthroughAvailable || node.PassthroughFailed || BackingOpen is null) return false;
-        try { return src.PassthroughPath is not null && Volatile.Read(ref node.CachedOpens) == 0; }
-        catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException) { return false; }
     }
 
     private int Release(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
-        ulong fh = body.Length >= 8 ? U64(body, 0) : 0;
+        ulong fh = body.Length >= 8 ? U64(body, ReleaseIn.Fh) : 0;
         if ((fh & StatusHandleBit) != 0)
         {
             _snapshots.TryRemove(fh, out _);
@@ -464,92 +402,13 @@ public sealed class FuseDispatcher
         return Ok(reply, unique, 0);
     }
 
-    // ---- the status directory ------------------------------------------------------------------------------
-
-    /// <summary>
-    /// Opens a status file: the content is fixed for this handle (a snapshot) and served with direct I/O, so
-    /// every read returns it regardless of cached sizes. The snapshot is the one whose size the last
-    /// LOOKUP/GETATTR reported, if that was under a second ago, so `stat` and `cat` agree.
-    /// </summary>
-    private int OpenStatus(StatusNode st, uint flags, Span<byte> reply, ulong unique)
-    {
-        if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0)
-            return Error(reply, unique, _options.ReadOnly ? Errno.EROFS : Errno.EACCES);
-        byte[] snap;
-        lock (st.Lock)
-        {
-            snap = st.Latest is { } l && Stopwatch.GetTimestamp() - st.LatestAt < SnapshotReuseTicks ? l : Snapshot(st);
-            st.Latest = null; // the next open takes a new one
-        }
-        ulong fh = StatusHandleBit | (ulong)Interlocked.Increment(ref _nextStatusHandle);
-        _snapshots[fh] = snap;
-        var o = reply.Slice(OutHeaderSize, OpenOutSize);
-        o.Clear();
-        W64(o, 0, fh);
-        W32(o, 8, FOPEN_DIRECT_IO);
-        return Ok(reply, unique, OpenOutSize);
-    }
-
-    /// <summary>The size to report for a status file: that of a fresh snapshot, kept for the next open.</summary>
-    private long StatusSize(StatusNode st)
-    {
-        lock (st.Lock)
-        {
-            st.Latest = Snapshot(st);
-            st.LatestAt = Stopwatch.GetTimestamp();
-            return st.Latest.Length;
-        }
-    }
-
-    private byte[] Snapshot(StatusNode st)
-    {
-        var node = st.Image;
-        var buf = new ArrayBufferWriter<byte>(1024);
-        using (var w = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true }))
-        {
-            w.WriteStartObject();
-            w.WriteString("name", node.Name);
-            w.WriteNumber("size", node.Device.Length);
-            w.WriteBoolean("read_only", _options.ReadOnly || node.Device.IsReadOnly);
-            w.WriteBoolean("passthrough", WouldPassThrough(node));
-            w.WriteBoolean("passthrough_active", Volatile.Read(ref node.BackingId) > 0);
-            if (node.StatusSource is { } src)
-            {
-                try { src.WriteStatus(w); }
-                catch (Exception e) when (e is IOException or InvalidOperationException or ObjectDisposedException or Fvd.Core.FvdException)
-                {
-                    w.WriteString("error", e.Message);
-                }
-            }
-            else
-            {
-                w.WriteString("format", "raw");
-            }
-            w.WriteEndObject();
-        }
-        buf.Write("\n"u8);
-        return buf.WrittenSpan.ToArray();
-    }
-
-    private int ReadStatus(ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
-    {
-        ulong fh = U64(body, 0);
-        long offset = (long)U64(body, 8);
-        uint size = U32(body, 16);
-        if (!_snapshots.TryGetValue(fh, out var snap)) return Error(reply, unique, Errno.EBADF);
-        if (offset < 0 || size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
-        int n = offset >= snap.Length ? 0 : (int)Math.Min(size, snap.Length - offset);
-        snap.AsSpan((int)offset, n).CopyTo(reply[OutHeaderSize..]);
-        return Ok(reply, unique, n);
-    }
-
     private int Read(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
     {
         if (body.Length < ReadInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
         if (!Find(nodeId, out var node)) return FindStatus(nodeId, out _) ? ReadStatus(body, reply, unique) : Error(reply, unique, Errno.ENOENT);
-        long offset = (long)U64(body, 8);
-        uint size = U32(body, 16);
+        long offset = (long)U64(body, ReadIn.Offset);
+        uint size = U32(body, ReadIn.Size);
         if (offset < 0 || size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
         long len = node.Device.Length;
         int n = offset >= len ? 0 : (int)Math.Min(size, len - offset); // short or empty read at the end
@@ -562,8 +421,8 @@ public sealed class FuseDispatcher
         if (body.Length < WriteInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
         if (!Find(nodeId, out var node)) return Error(reply, unique, Exists(nodeId) ? Errno.EBADF : Errno.ENOENT);
-        long offset = (long)U64(body, 8);
-        uint size = U32(body, 16);
+        long offset = (long)U64(body, WriteIn.Offset);
+        uint size = U32(body, WriteIn.Size);
         if (offset < 0 || size > body.Length - WriteInSize) return Error(reply, unique, Errno.EINVAL);
         if (_options.ReadOnly) return Error(reply, unique, Errno.EROFS);
         long len = node.Device.Length;
@@ -574,11 +433,14 @@ public sealed class FuseDispatcher
         {
             node.Device.Write(offset, body.Slice(WriteInSize, n));
             node.Touched(NowNs());
+            // O_DSYNC/O_SYNC opens, RWF_DSYNC/RWF_SYNC writes: with direct I/O the kernel sends no FSYNC after
+            // them, only this flag, so the write and its metadata must be durable before the reply.
+            if ((U32(body, WriteIn.Flags) & O_DSYNC) != 0) node.Device.Flush();
         }
-        if ((U32(body, 20) & WRITE_KILL_SUIDGID) != 0) node.KillSuidGid();
+        if ((U32(body, WriteIn.WriteFlags) & WRITE_KILL_SUIDGID) != 0) node.KillSuidGid();
         var o = reply.Slice(OutHeaderSize, WriteOutSize);
-        W32(o, 0, (uint)n);
-        W32(o, 4, 0);
+        W32(o, WriteOut.Size, (uint)n);
+        W32(o, WriteOut.Padding, 0);
         return Ok(reply, unique, WriteOutSize);
     }
 
@@ -597,8 +459,8 @@ public sealed class FuseDispatcher
         if (body.Length < FallocateInSize) return Error(reply, unique, Errno.EINVAL);
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
         if (!Find(nodeId, out var node)) return Error(reply, unique, Exists(nodeId) ? Errno.EOPNOTSUPP : Errno.ENOENT);
-        long offset = (long)U64(body, 8), length = (long)U64(body, 16);
-        uint mode = U32(body, 24);
+        long offset = (long)U64(body, FallocateIn.Offset), length = (long)U64(body, FallocateIn.Length);
+        uint mode = U32(body, FallocateIn.Mode);
         if (offset < 0 || length <= 0 || length > long.MaxValue - offset) return Error(reply, unique, Errno.EINVAL);
         if (_options.ReadOnly) return Error(reply, unique, Errno.EROFS);
         long devLen = node.Device.Length;
@@ -631,8 +493,8 @@ public sealed class FuseDispatcher
         if (nodeId == RootId) return Error(reply, unique, Errno.EISDIR);
         // Never ENOSYS here: that would turn lseek off for the whole mount.
         if (!Find(nodeId, out var node)) return Error(reply, unique, Exists(nodeId) ? Errno.EINVAL : Errno.ENOENT);
-        long offset = (long)U64(body, 8);
-        uint whence = U32(body, 16);
+        long offset = (long)U64(body, LseekIn.Offset);
+        uint whence = U32(body, LseekIn.Whence);
         if (whence != SEEK_DATA && whence != SEEK_HOLE) return Error(reply, unique, Errno.EINVAL);
         var dev = node.Device;
         long len = dev.Length;
@@ -651,225 +513,7 @@ public sealed class FuseDispatcher
             if (whence == SEEK_DATA) return Error(reply, unique, Errno.ENXIO); // only holes up to the end
             found = len; // the end of the file counts as a hole
         }
-        W64(reply.Slice(OutHeaderSize, LseekOutSize), 0, (ulong)found);
+        W64(reply.Slice(OutHeaderSize, LseekOutSize), LseekOut.Offset, (ulong)found);
         return Ok(reply, unique, LseekOutSize);
-    }
-
-    // ---- the directory -------------------------------------------------------------------------------------
-
-    private bool IsDir(ulong nodeId) => nodeId == RootId || (nodeId == _statusDirId && _statusDirId != 0);
-
-    private int OpenDir(ulong nodeId, Span<byte> reply, ulong unique)
-    {
-        if (!IsDir(nodeId)) return Error(reply, unique, Exists(nodeId) ? Errno.ENOTDIR : Errno.ENOENT);
-        var o = reply.Slice(OutHeaderSize, OpenOutSize);
-        o.Clear();
-        return Ok(reply, unique, OpenOutSize);
-    }
-
-    /// <summary>Entry i of a directory: ".", "..", then the images and ".fvd" (root) or the status files.</summary>
-    private bool DirEntry(ulong dir, long i, out byte[] name, out ulong ino, out uint type)
-    {
-        name = Dot; ino = dir; type = DT_DIR;
-        if (i == 0) return true;
-        if (i == 1) { name = DotDot; ino = RootId; return true; }
-        long k = i - 2;
-        if (dir == RootId)
-        {
-            if (k < _nodes.Length) { name = _nodes[k].NameUtf8; ino = _nodes[k].NodeId; type = DT_REG; return true; }
-            if (k == _nodes.Length && _statusDirId != 0) { name = StatusDirName; ino = _statusDirId; return true; }
-            return false;
-        }
-        if (k < _status.Length) { name = _status[k].NameUtf8; ino = _status[k].NodeId; type = DT_REG; return true; }
-        return false;
-    }
-
-    private int ReadDir(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique, bool plus)
-    {
-        if (body.Length < ReadInSize) return Error(reply, unique, Errno.EINVAL);
-        if (!IsDir(nodeId)) return Error(reply, unique, Exists(nodeId) ? Errno.ENOTDIR : Errno.ENOENT);
-        long start = (long)U64(body, 8);
-        uint size = U32(body, 16);
-        if (size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
-        var o = reply.Slice(OutHeaderSize, (int)size);
-        int used = 0;
-        // Each entry's "off" is the cookie of the next.
-        for (long i = Math.Max(0, start); DirEntry(nodeId, i, out var name, out ulong ino, out uint type); i++)
-        {
-            int entLen = (DirentHeaderSize + name.Length + 7) & ~7;
-            int need = plus ? EntryOutSize + entLen : entLen;
-            if (used + need > o.Length) break;
-            var e = o.Slice(used, need);
-            e.Clear();
-            if (plus)
-            {
-                // "." and ".." get nodeid 0: the kernel skips them instead of creating entries.
-                if (i >= 2) FillEntry(e[..EntryOutSize], ino);
-                e = e[EntryOutSize..];
-            }
-            W64(e, 0, ino);
-            W64(e, 8, (ulong)(i + 1));
-            W32(e, 16, (uint)name.Length);
-            W32(e, 20, type);
-            name.CopyTo(e[DirentHeaderSize..]);
-            used += need;
-        }
-        return Ok(reply, unique, used);
-    }
-
-    private int NodeOk(ulong nodeId, Span<byte> reply, ulong unique, bool wantDir)
-    {
-        bool ok = wantDir ? IsDir(nodeId) : Exists(nodeId) && !IsDir(nodeId);
-        return ok ? Ok(reply, unique, 0) : Error(reply, unique, Errno.EBADF);
-    }
-
-    // ---- attribute encoding --------------------------------------------------------------------------------
-
-    private void FillEntry(Span<byte> e, ulong nodeId)
-    {
-        W64(e, 0, nodeId);
-        W64(e, 8, 1); // generation
-        // Status files change size with every snapshot: the kernel must ask again each time.
-        bool live = FindStatus(nodeId, out _);
-        SplitTimeout(live ? TimeSpan.Zero : _options.EntryTimeout, out ulong es, out uint ens);
-        SplitTimeout(live ? TimeSpan.Zero : _options.AttrTimeout, out ulong @as, out uint ans);
-        W64(e, 16, es);
-        W64(e, 24, @as);
-        W32(e, 32, ens);
-        W32(e, 36, ans);
-        FillAttr(e.Slice(40, AttrSize), nodeId);
-    }
-
-    private void FillAttrOut(Span<byte> o, ulong nodeId)
-    {
-        SplitTimeout(FindStatus(nodeId, out _) ? TimeSpan.Zero : _options.AttrTimeout, out ulong s, out uint ns);
-        W64(o, 0, s);
-        W32(o, 8, ns);
-        W32(o, 12, 0);
-        FillAttr(o.Slice(16, AttrSize), nodeId);
-    }
-
-    private void FillAttr(Span<byte> a, ulong nodeId)
-    {
-        a.Clear();
-        W64(a, 0, nodeId);
-        W32(a, 80, 4096); // blksize
-        if (nodeId == RootId)
-        {
-            PutTimes(a, _startNs, _startNs, _startNs);
-            W32(a, 60, S_IFDIR | _dirMode);
-            W32(a, 64, 2);
-            W32(a, 68, _dirUid);
-            W32(a, 72, _dirGid);
-            return;
-        }
-        if (!Find(nodeId, out var n))
-        {
-            // The status directory (0555) and its files (0444), owned like the root directory.
-            PutTimes(a, _startNs, _startNs, _startNs);
-            W32(a, 68, _dirUid);
-            W32(a, 72, _dirGid);
-            if (nodeId == _statusDirId) { W32(a, 60, S_IFDIR | 0x16D); W32(a, 64, 2); return; }
-            if (!FindStatus(nodeId, out var st)) return;
-            long now = NowNs();
-            PutTimes(a, now, now, now);
-            W64(a, 8, (ulong)StatusSize(st));
-            W32(a, 60, S_IFREG | 0x124);
-            W32(a, 64, 1);
-            return;
-        }
-        W64(a, 8, (ulong)n.Device.Length);
-        W64(a, 16, (ulong)((n.AllocatedBytes() + 511) / 512));
-        long mtime = n.MtimeNs;
-        if (Volatile.Read(ref n.BackingId) > 0 && n.PassthroughFile is { } pf)
-        {
-            // Passthrough writes never reach us: the data file's mtime tells when the image last changed.
-            try { mtime = Math.Max(mtime, (File.GetLastWriteTimeUtc(pf).Ticks - DateTime.UnixEpoch.Ticks) * 100); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
-        }
-        PutTimes(a, n.AtimeNs, mtime, n.CtimeNs);
-        W32(a, 60, S_IFREG | n.Mode);
-        W32(a, 64, 1);
-        W32(a, 68, n.Uid);
-        W32(a, 72, n.Gid);
-    }
-
-    private static void PutTimes(Span<byte> a, long atime, long mtime, long ctime)
-    {
-        W64(a, 24, (ulong)(atime / 1_000_000_000));
-        W64(a, 32, (ulong)(mtime / 1_000_000_000));
-        W64(a, 40, (ulong)(ctime / 1_000_000_000));
-        W32(a, 48, (uint)(atime % 1_000_000_000));
-        W32(a, 52, (uint)(mtime % 1_000_000_000));
-        W32(a, 56, (uint)(ctime % 1_000_000_000));
-    }
-
-    private static void SplitTimeout(TimeSpan t, out ulong sec, out uint nsec)
-    {
-        long ticks = Math.Max(0, t.Ticks);
-        sec = (ulong)(ticks / TimeSpan.TicksPerSecond);
-        nsec = (uint)(ticks % TimeSpan.TicksPerSecond * 100);
-    }
-
-    // ---- helpers -------------------------------------------------------------------------------------------
-
-    private bool Find(ulong nodeId, out ImageNode node)
-    {
-        ulong i = nodeId - 2;
-        if (nodeId >= 2 && i < (ulong)_nodes.Length) { node = _nodes[i]; return true; }
-        node = null!;
-        return false;
-    }
-
-    private bool FindStatus(ulong nodeId, out StatusNode node)
-    {
-        ulong i = nodeId - _statusDirId - 1;
-        if (_statusDirId != 0 && nodeId > _statusDirId && i < (ulong)_status.Length) { node = _status[i]; return true; }
-        node = null!;
-        return false;
-    }
-
-    /// <summary>Any node of the mount: the root, an image, the status directory or a status file.</summary>
-    private bool Exists(ulong nodeId) =>
-        nodeId == RootId || Find(nodeId, out _) || (nodeId == _statusDirId && _statusDirId != 0) || FindStatus(nodeId, out _);
-
-    private static long NowNs() => (DateTime.UtcNow.Ticks - DateTime.UnixEpoch.Ticks) * 100;
-
-    private static long TimeNs(ulong sec, uint nsec) => (long)Math.Min(sec, long.MaxValue / 1_000_000_000 - 1) * 1_000_000_000 + Math.Min(nsec, 999_999_999u);
-
-    private static int Ok(Span<byte> reply, ulong unique, int payload)
-    {
-        int len = OutHeaderSize + payload;
-        W32(reply, 0, (uint)len);
-        W32(reply, 4, 0);
-        W64(reply, 8, unique);
-        return len;
-    }
-
-    internal static int Error(Span<byte> reply, ulong unique, int errno)
-    {
-        W32(reply, 0, OutHeaderSize);
-        BinaryPrimitives.WriteInt32LittleEndian(reply[4..], -errno);
-        W64(reply, 8, unique);
-        return OutHeaderSize;
-    }
-
-    private static uint U32(ReadOnlySpan<byte> s, int off) => BinaryPrimitives.ReadUInt32LittleEndian(s[off..]);
-    private static ulong U64(ReadOnlySpan<byte> s, int off) => BinaryPrimitives.ReadUInt64LittleEndian(s[off..]);
-    private static void W16(Span<byte> s, int off, int v) => BinaryPrimitives.WriteUInt16LittleEndian(s[off..], (ushort)v);
-    private static void W32(Span<byte> s, int off, uint v) => BinaryPrimitives.WriteUInt32LittleEndian(s[off..], v);
-    private static void W64(Span<byte> s, int off, ulong v) => BinaryPrimitives.WriteUInt64LittleEndian(s[off..], v);
-
-    private static void Trace(ReadOnlySpan<byte> req, ReadOnlySpan<byte> reply, int n, TimeSpan took)
-    {
-        if (req.Length < InHeaderSize) return;
-        uint op = U32(req, 4);
-        string detail = "";
-        if ((op == READ || op == WRITE) && req.Length >= InHeaderSize + ReadInSize)
-            detail = $" off={U64(req, InHeaderSize + 8)} size={U32(req, InHeaderSize + 16)}";
-        string result = n == 0 ? "no reply"
-            : BinaryPrimitives.ReadInt32LittleEndian(reply[4..]) is var err and < 0 ? $"error {-err}" : $"ok {n - OutHeaderSize} bytes";
-        Console.Error.WriteLine(
-            $"fuse: #{U64(req, 8)} {OpcodeName(op)} node={U64(req, 16)}{detail} -> {result} ({took.TotalMicroseconds:F0} us)");
     }
 }

@@ -20,6 +20,8 @@ public sealed class FuseOptions
     public bool Debug { get; set; }
     /// <summary>Request threads reading /dev/fuse.</summary>
     public int Threads { get; set; } = 4;
+    /// <summary>Backing workers: threads serving the requests that may wait on a slow backing (0: as many as Threads).</summary>
+    public int BackingThreads { get; set; }
     /// <summary>Bypass the page cache for every open, not only O_DIRECT opens.</summary>
     public bool DirectIo { get; set; }
     /// <summary>When the mount is busy at a stop signal, detach it lazily instead of refusing to stop.</summary>
@@ -57,6 +59,18 @@ public sealed class FuseImage
     public IStatusSource? Status { get; init; }
     /// <summary>Offers a file the kernel may serve opens from directly; null: never passed through.</summary>
     public IPassthroughSource? Passthrough { get; init; }
+    /// <summary>Says which reads and writes may wait on a slow backing; null: every request is local.</summary>
+    public IBackingLocality? Locality { get; init; }
+}
+
+/// <summary>
+/// A device whose requests may have to wait on a slow backing (a template over HTTP): those are served by the
+/// server's backing workers, so that local I/O and fsync never queue behind them.
+/// </summary>
+public interface IBackingLocality
+{
+    /// <summary>True when this read (or write) may read the backing; false: it touches local storage only.</summary>
+    bool MayReadBacking(long offset, long length, bool write);
 }
 
 /// <summary>Writes a device's live status as JSON properties (called for each open of its status file).</summary>

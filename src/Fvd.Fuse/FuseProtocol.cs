@@ -33,8 +33,52 @@ internal static class FuseProtocol
     public const int GetxattrOutSize = 8;
     public const int AccessInSize = 8;
     public const int FsyncInSize = 16;
+    public const int InterruptInSize = 8;
     public const int InitInMinSize = 16; // major, minor, max_readahead, flags (the 64-byte form adds flags2)
     public const int DirentHeaderSize = 24; // ino, off, namelen, type
+
+    // Field offsets of each struct, named as in fuse.h (an offset past the struct's size is never read).
+    public static class InHeader { public const int Len = 0, Opcode = 4, Unique = 8, NodeId = 16, Uid = 24, Gid = 28, Pid = 32, TotalExtLen = 36; }
+    public static class OutHeader { public const int Len = 0, Error = 4, Unique = 8; }
+    public static class InitIn { public const int Major = 0, Minor = 4, MaxReadahead = 8, Flags = 12, Flags2 = 16; }
+    public static class InitOut
+    {
+        public const int Major = 0, Minor = 4, MaxReadahead = 8, Flags = 12, MaxBackground = 16, CongestionThreshold = 18,
+            MaxWrite = 20, TimeGran = 24, MaxPages = 28, Flags2 = 32, MaxStackDepth = 36;
+    }
+    public static class Attr
+    {
+        public const int Ino = 0, Size = 8, Blocks = 16, Atime = 24, Mtime = 32, Ctime = 40, AtimeNsec = 48, MtimeNsec = 52,
+            CtimeNsec = 56, Mode = 60, NLink = 64, Uid = 68, Gid = 72, BlkSize = 80;
+    }
+    public static class AttrOut { public const int AttrValid = 0, AttrValidNsec = 8, Dummy = 12, Attr = 16; }
+    public static class EntryOut
+    {
+        public const int NodeId = 0, Generation = 8, EntryValid = 16, AttrValid = 24, EntryValidNsec = 32, AttrValidNsec = 36, Attr = 40;
+    }
+    public static class OpenIn { public const int Flags = 0; }
+    public static class OpenOut { public const int Fh = 0, OpenFlags = 8, BackingId = 12; }
+    public static class ReleaseIn { public const int Fh = 0; }
+    public static class ReadIn { public const int Fh = 0, Offset = 8, Size = 16, ReadFlags = 20, LockOwner = 24, Flags = 32; }
+    /// <summary>Flags = the file's open flags, plus O_DSYNC/O_SYNC for a synchronous write (kernel fuse_write_flags).</summary>
+    public static class WriteIn { public const int Fh = 0, Offset = 8, Size = 16, WriteFlags = 20, LockOwner = 24, Flags = 32; }
+    public static class WriteOut { public const int Size = 0, Padding = 4; }
+    public static class SetattrIn
+    {
+        public const int Valid = 0, Fh = 8, Size = 16, LockOwner = 24, Atime = 32, Mtime = 40, Ctime = 48, AtimeNsec = 56,
+            MtimeNsec = 60, CtimeNsec = 64, Mode = 68, Uid = 76, Gid = 80;
+    }
+    public static class FallocateIn { public const int Fh = 0, Offset = 8, Length = 16, Mode = 24; }
+    public static class LseekIn { public const int Fh = 0, Offset = 8, Whence = 16; }
+    public static class LseekOut { public const int Offset = 0; }
+    public static class StatfsOut
+    {
+        public const int Blocks = 0, Bfree = 8, Bavail = 16, Files = 24, Ffree = 32, Bsize = 40, NameLen = 44, Frsize = 48;
+    }
+    public static class AccessIn { public const int Mask = 0; }
+    public static class GetxattrIn { public const int Size = 0; }
+    public static class Dirent { public const int Ino = 0, Off = 8, NameLen = 16, Type = 20; }
+    public static class InterruptIn { public const int Unique = 0; }
 
     // Opcodes.
     public const uint LOOKUP = 1, FORGET = 2, GETATTR = 3, SETATTR = 4, READLINK = 5, SYMLINK = 6, MKNOD = 8,
@@ -71,6 +115,8 @@ internal static class FuseProtocol
 
     // open(2) flags (x86-64 / generic).
     public const uint O_ACCMODE = 3, O_RDONLY = 0, O_DIRECT = 0x4000, O_TRUNC = 0x200;
+    /// <summary>O_SYNC is __O_SYNC | O_DSYNC, so testing O_DSYNC catches both.</summary>
+    public const uint O_DSYNC = 0x1000, O_SYNC = 0x101000;
 
     public const uint S_IFDIR = 0x4000, S_IFREG = 0x8000;
     public const uint DT_DIR = 4, DT_REG = 8;

@@ -26,6 +26,7 @@ public sealed class FuseServer : IDisposable
     private readonly object _unmountLock = new();
     private int _fd;
     private int _running;
+    private BackingWorkers? _backingWorkers;
     private volatile bool _mounted;
 
     private FuseServer(string mountPoint, int fd, FuseDispatcher dispatcher, FuseOptions options)
@@ -131,6 +132,7 @@ public sealed class FuseServer : IDisposable
 
     private void Start()
     {
+        _backingWorkers = new BackingWorkers(Dispatcher, _options.BackingThreads > 0 ? _options.BackingThreads : _threads.Length, SendReply);
         _running = _threads.Length;
         for (int i = 0; i < _threads.Length; i++)
         {
@@ -159,19 +161,15 @@ public sealed class FuseServer : IDisposable
                         if (err != Errno.ENODEV) Console.Error.WriteLine($"fvdmount: reading /dev/fuse: {Native.StrError(err)}");
                         return; // ENODEV: unmounted (by us or from outside)
                     }
+                    var request = new ReadOnlySpan<byte>(rp, (int)n);
+                    // Requests that may wait on a slow backing go to the backing workers: this thread keeps
+                    // serving local I/O, FSYNC and INTERRUPT.
+                    if (_backingWorkers!.TryTake(request)) continue;
                     int len;
-                    try { len = Dispatcher.Handle(new ReadOnlySpan<byte>(rp, (int)n), rep); }
+                    try { len = Dispatcher.Handle(request, rep); }
                     catch (Exception e) { Console.Error.WriteLine($"fvdmount: internal error: {e}"); continue; }
                     if (len == 0) continue;
-                    while (Native.write(_fd, wp, len) < 0)
-                    {
-                        int err = Marshal.GetLastPInvokeError();
-                        if (err == Errno.EINTR) continue;
-                        // ENOENT: the request was interrupted or aborted meanwhile; nobody waits for the answer.
-                        if (err != Errno.ENOENT && err != Errno.ENODEV)
-                            Console.Error.WriteLine($"fvdmount: writing reply: {Native.StrError(err)}");
-                        break;
-                    }
+                    Send(wp, len);
                 }
             }
         }
@@ -179,9 +177,30 @@ public sealed class FuseServer : IDisposable
         {
             if (Interlocked.Decrement(ref _running) == 0)
             {
+                // The connection is gone: requests still waiting on the backing are interrupted, then joined.
+                _backingWorkers?.Dispose();
                 _mounted = false;
                 _exited.Set();
             }
+        }
+    }
+
+    private unsafe void SendReply(ReadOnlySpan<byte> reply)
+    {
+        fixed (byte* p = reply) Send(p, reply.Length);
+    }
+
+    /// <summary>One reply, one write(2); safe from any thread (the kernel takes each write whole).</summary>
+    private unsafe void Send(byte* reply, int len)
+    {
+        while (Native.write(_fd, reply, len) < 0)
+        {
+            int err = Marshal.GetLastPInvokeError();
+            if (err == Errno.EINTR) continue;
+            // ENOENT: the request was interrupted or aborted meanwhile; nobody waits for the answer.
+            if (err != Errno.ENOENT && err != Errno.ENODEV)
+                Console.Error.WriteLine($"fvdmount: writing reply: {Native.StrError(err)}");
+            break;
         }
     }
 

@@ -24,6 +24,7 @@ internal sealed class ImageNode
         var device = image.Device;
         StatusSource = image.Status;
         PassthroughSource = image.Passthrough;
+        Locality = image.Locality;
         NodeId = nodeId;
         Name = name;
         NameUtf8 = Encoding.UTF8.GetBytes(name);
@@ -53,6 +54,7 @@ internal sealed class ImageNode
 
     public IStatusSource? StatusSource { get; }
     public IPassthroughSource? PassthroughSource { get; }
+    public IBackingLocality? Locality { get; }
 
     // FUSE passthrough state, changed under PassthroughLock. The kernel refuses a passthrough open (EIO) while
     // the inode has page-cache opens, and any other open once it has passthrough ones; so the switch happens

@@ -51,7 +51,7 @@ public sealed class OpenedImage : IDisposable
     public string DisplayName => ImageOpener.DisplayName(Path);
 
     /// <summary>The file the mount shows, with its status file and (FVD) passthrough source.</summary>
-    public FuseImage ToFuseImage() => new(DisplayName, Device) { Status = _adapter, Passthrough = _adapter };
+    public FuseImage ToFuseImage() => new(DisplayName, Device) { Status = _adapter, Passthrough = _adapter, Locality = _adapter };
 
     /// <summary>
     /// Writes the backing ranges recorded since mounting as "OFFSET LENGTH" lines, the read log that
@@ -142,10 +142,18 @@ public static class ImageOpener
 
 /// <summary>
 /// What the FUSE server may know of an FVD image without depending on the driver: its live status for
-/// .fvd/NAME.json, and its data file once that is byte for byte the virtual disk (passthrough).
+/// .fvd/NAME.json, its data file once that is byte for byte the virtual disk (passthrough), and which requests
+/// may wait on the backing (served by the backing workers).
 /// </summary>
-internal sealed class FvdImageAdapter(FvdImage img, bool passthrough) : IStatusSource, IPassthroughSource
+internal sealed class FvdImageAdapter(FvdImage img, bool passthrough) : IStatusSource, IPassthroughSource, IBackingLocality
 {
+    // Only a remote template can keep a request waiting for minutes; requests over a local one stay on the
+    // reader threads (no copy, no hand-off).
+    private readonly bool _remoteBacking = img.BackingPath is { } b && HttpRangeDevice.IsUrl(b);
+
+    public bool MayReadBacking(long offset, long length, bool write) =>
+        _remoteBacking && img.MayReadBacking(offset, length, write);
+
     /// <summary>
     /// The data file when it alone is the disk: not inline in the .fvd, exactly the virtual size, and either
     /// without backing or with every block local (PrefetchFinished). Never reverts while mounted.

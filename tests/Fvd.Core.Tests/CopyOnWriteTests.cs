@@ -48,6 +48,21 @@ public sealed class CopyOnWriteTests : IDisposable
     }
 
     [Fact]
+    public void MayReadBackingIsTrueOnlyForRequestsThatNeedTheBacking()
+    {
+        using var img = Create();
+        img.Write(0, Pattern(Bs, 1));                                  // block 0 local
+        Assert.False(img.MayReadBacking(0, Bs, write: false));
+        Assert.True(img.MayReadBacking(0, Bs + 1, write: false));      // reaches block 1
+        Assert.True(img.MayReadBacking(2 * Bs, 10, write: false));
+        Assert.False(img.MayReadBacking(BackingLen + Bs, 10, write: false)); // past the bits: local
+        Assert.False(img.MayReadBacking(2 * Bs, 3 * Bs, write: true)); // whole blocks: no merge
+        Assert.True(img.MayReadBacking(2 * Bs + 1, Bs, write: true));  // partial first and last
+        Assert.True(img.MayReadBacking(100, Bs, write: true));         // local first, partial last in the backing
+        Assert.False(img.MayReadBacking(100, 200, write: true));       // inside the local block
+    }
+
+    [Fact]
     public void FreshImageReadsBackingThenZeros()
     {
         using var img = Create();

@@ -40,6 +40,32 @@ public class HttpBackingTests
     }
 
     [Fact]
+    public void WriteFromALocalBlockIntoOneTheServerCannotServeWritesNothing()
+    {
+        // Block 0 local, block 1 in the template; the write covers the end of 0 and the start of 1. The backing
+        // read for block 1 comes before any data write, so when it fails block 0 is left as it was.
+        using var web = new NginxServer();
+        using var dir = new TempDir();
+        var template = new byte[1 << 20];
+        new Random(13).NextBytes(template);
+        File.WriteAllBytes(System.IO.Path.Combine(web.Root, "tpl.raw"), template);
+        string img = dir.File("vm.fvd");
+        FvdImage.Create(img, new FvdCreateOptions { VirtualSize = 1 << 20, BackingFile = web.Url("tpl.raw"), CopyOnRead = false });
+        using var fvd = FvdImage.Open(img);
+        int bs = fvd.BlockSize;
+        var local = new byte[bs];
+        new Random(14).NextBytes(local);
+        fvd.Write(0, local);
+        web.Stop();
+        var e = Assert.Throws<FvdException>(() => fvd.Write(bs - 100, new byte[200]));
+        Assert.Equal(FvdErrorKind.Io, e.Kind);
+        var back = new byte[bs];
+        fvd.Read(0, back);
+        Assert.Equal(local, back);
+        Assert.False(fvd.Bitmap.Get(1));
+    }
+
+    [Fact]
     public void ServerGoneGivesIoErrorAndCorruptsNothing()
     {
         using var web = new NginxServer();

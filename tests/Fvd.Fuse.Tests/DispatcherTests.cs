@@ -28,7 +28,7 @@ public sealed class DispatcherTests
 
     private readonly record struct Reply(int Length, int Error, ulong Unique, byte[] Payload);
 
-    private static byte[] Request(uint op, ulong node, ReadOnlySpan<byte> body, ulong unique, uint uid = 0)
+    internal static byte[] Request(uint op, ulong node, ReadOnlySpan<byte> body, ulong unique, uint uid = 0)
     {
         var r = new byte[InHeaderSize + body.Length];
         BinaryPrimitives.WriteUInt32LittleEndian(r, (uint)r.Length);
@@ -58,7 +58,7 @@ public sealed class DispatcherTests
         return new Reply(n, err, unique, _reply.AsSpan(OutHeaderSize, n - OutHeaderSize).ToArray());
     }
 
-    private static byte[] Body(params object[] fields)
+    internal static byte[] Body(params object[] fields)
     {
         var ms = new MemoryStream();
         foreach (var f in fields)
@@ -80,8 +80,8 @@ public sealed class DispatcherTests
 
     private static byte[] ReadBody(long off, uint size) => Body(1UL, off, size, 0u, 0UL, 0u, 0u);
 
-    private static byte[] WriteBody(long off, ReadOnlySpan<byte> data, uint sizeField = uint.MaxValue, uint flags = 0) =>
-        Body(1UL, off, sizeField == uint.MaxValue ? (uint)data.Length : sizeField, flags, 0UL, 0u, 0u, data.ToArray());
+    private static byte[] WriteBody(long off, ReadOnlySpan<byte> data, uint sizeField = uint.MaxValue, uint flags = 0, uint openFlags = 0) =>
+        Body(1UL, off, sizeField == uint.MaxValue ? (uint)data.Length : sizeField, flags, 0UL, openFlags, 0u, data.ToArray());
 
     private static uint U32(byte[] b, int off) => BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(off));
     private static ulong U64(byte[] b, int off) => BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(off));
@@ -271,6 +271,35 @@ public sealed class DispatcherTests
         Assert.Equal(2, _dev.Flushes); // FLUSH (close) is cheap
         _dev.FailWith = new FvdException(FvdErrorKind.Io, "disk on fire");
         Assert.Equal(Errno.EIO, Call(d, FSYNC, 2, Body(1UL, 0u, 0u)).Error);
+    }
+
+    [Theory]
+    [InlineData(O_DSYNC)]
+    [InlineData(O_SYNC)]
+    [InlineData(O_DSYNC | O_DIRECT | 2u)]
+    public void Write_flagged_dsync_or_sync_is_flushed_before_its_reply(uint openFlags)
+    {
+        // With direct I/O the kernel sends no FSYNC after an O_DSYNC/O_SYNC/RWF_DSYNC write: the flag in
+        // fuse_write_in.flags is all there is.
+        var d = NewDispatcher();
+        var r = Call(d, WRITE, 2, WriteBody(4096, new byte[] { 1, 2, 3 }, openFlags: openFlags));
+        Assert.Equal(0, r.Error);
+        Assert.Equal(1, _dev.Writes);
+        Assert.Equal(1, _dev.Flushes);          // Handle returned the reply only after the flush
+        Assert.Equal(1, _dev.WritesAtLastFlush); // and the flush came after the write
+
+        _dev.FailWith = new FvdException(FvdErrorKind.Io, "disk on fire");
+        Assert.Equal(Errno.EIO, Call(d, WRITE, 2, WriteBody(4096, new byte[] { 1 }, openFlags: openFlags)).Error);
+    }
+
+    [Fact]
+    public void Write_without_sync_flags_does_not_flush()
+    {
+        var d = NewDispatcher();
+        for (int i = 0; i < 5; i++)
+            Assert.Equal(0, Call(d, WRITE, 2, WriteBody(i * 4096, new byte[100], openFlags: 2u | O_DIRECT)).Error);
+        Assert.Equal(5, _dev.Writes);
+        Assert.Equal(0, _dev.Flushes);
     }
 
     // ---- FALLOCATE / LSEEK / SETATTR -----------------------------------------------------------------------

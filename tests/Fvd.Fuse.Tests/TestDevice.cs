@@ -17,7 +17,9 @@ internal sealed class TestDevice : IBlockDevice
     }
 
     public byte[] Bytes => _mem.Bytes;
-    public int Flushes, Discards, Zeroes;
+    public int Flushes, Discards, Zeroes, Writes;
+    /// <summary>How many writes had completed when the last Flush ran (0 before any flush).</summary>
+    public int WritesAtLastFlush;
     public Exception? FailWith;
 
     public long Length => _mem.Length;
@@ -30,9 +32,10 @@ internal sealed class TestDevice : IBlockDevice
         Fail();
         _mem.Write(offset, buffer);
         Mark(offset, buffer.Length, true);
+        Interlocked.Increment(ref Writes);
     }
 
-    public void Flush() { Fail(); Flushes++; }
+    public void Flush() { Fail(); Interlocked.Increment(ref Flushes); WritesAtLastFlush = Volatile.Read(ref Writes); }
 
     public void Discard(long offset, long length)
     {

@@ -43,6 +43,21 @@ public sealed partial class FvdImage
     }
 
     /// <summary>
+    /// True when serving this request may read the backing (and so wait on a slow server): a read of a range
+    /// not all local, or a write whose partly covered first or last block is still in the backing. False
+    /// means the request touches only the data file.
+    /// </summary>
+    public bool MayReadBacking(long offset, long length, bool write)
+    {
+        long end = Math.Min(offset + Math.Max(0, length), Length);
+        if (offset < 0 || offset >= Math.Min(end, BitmapEnd) || AllLocal) return false;
+        if (!write) return RunEnd(offset, end, out bool local) < end || !local;
+        return EdgeInBacking(offset >> _blockShift) || EdgeInBacking((end - 1) >> _blockShift);
+
+        bool EdgeInBacking(long b) => b < _bitmap.Blocks && !_bitmap.Get(b) && IsPartial(b, offset, end);
+    }
+
+    /// <summary>
     /// End of the bytes that have bits: the backing's size rounded up to a whole block (the last block may
     /// reach past the backing's end; its bit covers that tail too).
     /// </summary>

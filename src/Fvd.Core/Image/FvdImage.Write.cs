@@ -57,6 +57,28 @@ public sealed partial class FvdImage
 
     private void ModifyLocked(Op op, long offset, long end, ReadOnlySpan<byte> src)
     {
+        // Every backing read happens before the first data write: the last block's content is read up
+        // front, so a backing that fails or a request that is interrupted (IoCancellation) leaves nothing
+        // written. The first block is read first anyway.
+        long lastB = (end - 1) >> _blockShift;
+        byte[]? tail = null;
+        try
+        {
+            if (lastB != offset >> _blockShift && lastB < _bitmap.Blocks && !_bitmap.Get(lastB) && IsPartial(lastB, offset, end))
+            {
+                tail = RentBlock();
+                ReadBacking(lastB << _blockShift, tail.AsSpan(0, (int)(BlockEnd(lastB) - (lastB << _blockShift))));
+            }
+            ModifyRuns(op, offset, end, src, tail);
+        }
+        finally
+        {
+            if (tail is not null) ArrayPool<byte>.Shared.Return(tail);
+        }
+    }
+
+    private void ModifyRuns(Op op, long offset, long end, ReadOnlySpan<byte> src, byte[]? tail)
+    {
         long pos = offset;
         while (pos < end)
         {
@@ -64,7 +86,7 @@ public sealed partial class FvdImage
             if (b < _bitmap.Blocks && !_bitmap.Get(b) && IsPartial(b, pos, end))
             {
                 long pieceEnd = Math.Min(end, BlockEnd(b));
-                MergeBlock(op, b, pos, pieceEnd, op == Op.Write ? src[(int)(pos - offset)..] : default);
+                MergeBlock(op, b, pos, pieceEnd, op == Op.Write ? src[(int)(pos - offset)..] : default, pos > offset ? tail : null);
                 pos = pieceEnd;
                 continue;
             }
@@ -92,16 +114,19 @@ public sealed partial class FvdImage
         return offset > b << _blockShift || end < BlockEnd(b);
     }
 
-    /// <summary>Read-merge-write of one block that is still in the backing; then its bit is set.</summary>
-    private void MergeBlock(Op op, long block, long from, long to, ReadOnlySpan<byte> src)
+    /// <summary>
+    /// Read-merge-write of one block that is still in the backing; then its bit is set. <paramref name="backing"/>
+    /// holds the block's backing content when it was read already.
+    /// </summary>
+    private void MergeBlock(Op op, long block, long from, long to, ReadOnlySpan<byte> src, byte[]? backing = null)
     {
         long start = block << _blockShift;
         int len = (int)(Math.Min(start + BlockSize, Length) - start);
-        byte[] buf = RentBlock();
+        byte[] buf = backing ?? RentBlock();
         try
         {
             var b = buf.AsSpan(0, len);
-            ReadBacking(start, b);
+            if (backing is null) ReadBacking(start, b);
             var piece = b.Slice((int)(from - start), (int)(to - from));
             if (op == Op.Write) src[..(int)(to - from)].CopyTo(piece);
             else piece.Clear();
@@ -109,7 +134,7 @@ public sealed partial class FvdImage
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buf);
+            if (backing is null) ArrayPool<byte>.Shared.Return(buf);
         }
         _bitmap.SetRange(block, 1);
     }

@@ -58,11 +58,15 @@ public sealed class HttpRangeDevice : IBlockDevice
         }
     }
 
-    private static HttpResponseMessage Send(HttpClient http, HttpRequestMessage req, string url)
+    private static HttpResponseMessage Send(HttpClient http, HttpRequestMessage req, string url, CancellationToken ct = default)
     {
         try
         {
-            return http.Send(req, HttpCompletionOption.ResponseHeadersRead);
+            return http.Send(req, HttpCompletionOption.ResponseHeadersRead, ct);
+        }
+        catch (OperationCanceledException e) when (ct.IsCancellationRequested)
+        {
+            throw IoCancellation.Interrupted(url, e);
         }
         catch (Exception e) when (e is HttpRequestException or TaskCanceledException or IOException)
         {
@@ -70,31 +74,38 @@ public sealed class HttpRangeDevice : IBlockDevice
         }
     }
 
+    /// <summary>
+    /// Reads with retries. A request being served for someone who can give up (IoCancellation.Current, set by
+    /// the FUSE server) stops waiting at once when cancelled and throws FvdException(Interrupted).
+    /// </summary>
     public void Read(long offset, Span<byte> buffer)
     {
         DeviceChecks.Range(this, offset, buffer.Length, Url);
         if (buffer.IsEmpty) return;
+        var ct = IoCancellation.Current;
         for (int attempt = 0; ; attempt++)
         {
             try
             {
-                ReadOnce(offset, buffer);
+                ReadOnce(offset, buffer, ct);
                 return;
             }
             catch (FvdException e) when (e.Kind == FvdErrorKind.Io && attempt < Backoff.Length)
             {
-                Thread.Sleep(Backoff[attempt]);
+                if (ct.WaitHandle.WaitOne(Backoff[attempt])) throw IoCancellation.Interrupted(Url, e);
             }
         }
     }
 
-    private void ReadOnce(long offset, Span<byte> buffer)
+    private void ReadOnce(long offset, Span<byte> buffer, CancellationToken ct)
     {
         using var req = new HttpRequestMessage(HttpMethod.Get, _uri);
         req.Headers.Range = new RangeHeaderValue(offset, offset + buffer.Length - 1);
-        using var resp = Send(_http, req, Url);
+        using var resp = Send(_http, req, Url, ct);
         if (resp.StatusCode != HttpStatusCode.PartialContent)
             throw new FvdException(FvdErrorKind.Io, $"range read at {offset} answered HTTP {(int)resp.StatusCode}, not 206", Url);
+        // A synchronous body read takes no token: cancelling disposes the response, which ends the read.
+        using var cancel = ct.CanBeCanceled ? ct.Register(static r => ((HttpResponseMessage)r!).Dispose(), resp) : default;
         try
         {
             using var body = resp.Content.ReadAsStream();
@@ -105,6 +116,10 @@ public sealed class HttpRangeDevice : IBlockDevice
                 if (n == 0) throw new FvdException(FvdErrorKind.Io, $"range read at {offset} ended after {got} of {buffer.Length} bytes", Url);
                 got += n;
             }
+        }
+        catch (Exception e) when (ct.IsCancellationRequested && e is IOException or HttpRequestException or OperationCanceledException or ObjectDisposedException)
+        {
+            throw IoCancellation.Interrupted(Url, e);
         }
         catch (Exception e) when (e is IOException or HttpRequestException or TaskCanceledException)
         {
