@@ -131,6 +131,32 @@ public sealed class StatusFileTests : IDisposable
     }
 
     [Fact]
+    public void Copy_on_read_alone_reaches_finished_and_then_opens_pass_through()
+    {
+        Mount("prefetch=off,cor=on");
+        Kernel.Ok("dd", $"if={View}", "of=/dev/null", "bs=1M", "status=none");
+        Kernel.WaitFor(() => Status().GetProperty("finished").GetBoolean(), 30, "copy-on-read to finish the image");
+        var s = Status();
+        Assert.Equal("finished", s.GetProperty("prefetch").GetString());
+        Assert.Equal(0, s.GetProperty("prefetch_bytes").GetInt64());
+        Assert.False(s.GetProperty("copy_on_read").GetBoolean());
+        long read = s.GetProperty("backing_bytes_read").GetInt64();
+        // dd's page-cache open must be released before an open may pass through.
+        Kernel.WaitFor(() => Status().GetProperty("passthrough").GetBoolean(), 10, "passthrough to become possible");
+        using (var f = File.OpenRead(View))
+        {
+            var all = new byte[Size];
+            f.ReadExactly(all);
+            Assert.Equal(File.ReadAllBytes(_base), all);
+            Assert.True(Status().GetProperty("passthrough_active").GetBoolean(), "an open of a finished image is passed through");
+        }
+        Assert.Equal(read, Status().GetProperty("backing_bytes_read").GetInt64());
+        Unmount();
+        using var img = FvdImage.Open(_img, new FvdOpenOptions { ReadOnly = true });
+        Assert.True(img.Status.Finished); // the flag is on disk
+    }
+
+    [Fact]
     public void Cor_off_saves_nothing_and_reads_keep_coming_from_the_template()
     {
         Mount("cor=off,prefetch=off");

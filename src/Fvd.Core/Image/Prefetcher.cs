@@ -61,7 +61,7 @@ internal sealed class Prefetcher : IDisposable
                 writer.Wait();
             }
             if (ct.IsCancellationRequested) return;
-            _img.FinishPrefetch();
+            _img.FinishIfAllLocal();
             _state.Set(PrefetchState.Finished);
         }
         catch (OperationCanceledException) { }
