@@ -190,4 +190,25 @@ public sealed class StatusFileTests : IDisposable
         img.WriteProfile(profile); // what `fvd-img profile record` does with it
         Assert.Equal(reads, img.PrefetchProfileEntries);
     }
+
+    [Fact]
+    public void Record_profile_of_the_last_sector_of_an_odd_sized_template_is_stored()
+    {
+        // A GPT template: 10 MiB + 512, the backup header in the last sector, inside a partial last block.
+        const long tail = 10L << 20;
+        string odd = Path.Combine(_dir, "gpt.raw");
+        File.WriteAllBytes(odd, Kernel.Pattern((int)tail + 512, 13));
+        FvdImage.Create(_img, new FvdCreateOptions { VirtualSize = 20 << 20, BackingFile = odd, BlockSize = 4096, Overwrite = true });
+        string log = Path.Combine(_dir, "boot.log");
+        Mount($"record_profile={log},cor=off");
+        Kernel.Ok("dd", $"if={View}", "of=/dev/null", "bs=512", $"skip={tail / 512}", "count=1", "iflag=direct", "status=none");
+        Unmount();
+
+        var reads = File.ReadLines(log).Where(l => !l.StartsWith('#') && l.Length > 0)
+            .Select(l => l.Split(' ') is [var o, var n] ? (long.Parse(o), long.Parse(n)) : throw new FormatException(l)).ToList();
+        Assert.Equal([(tail, 512L)], reads);
+        using var img = FvdImage.Open(_img);
+        img.WriteProfile(img.BuildProfile(reads)); // what `fvd-img profile record` does with it
+        Assert.Equal(reads, img.PrefetchProfileEntries);
+    }
 }
