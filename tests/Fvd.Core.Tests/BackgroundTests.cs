@@ -202,17 +202,19 @@ public class BackgroundTests
         Assert.Equal(backing, all);
     }
 
-    [Fact]
-    public void CopyOnReadAloneFinishesTheImage()
+    [Theory]
+    [InlineData(-1)]   // prefetch off
+    [InlineData(3600)] // prefetch still waiting for its start delay
+    public void CopyOnReadAloneFinishesTheImage(int prefetchDelay)
     {
-        // No prefetch: every block becomes local because the guest read it. The image must then finish as
-        // after prefetch: flag on disk, backing never consulted again (it may even be gone).
+        // Every block becomes local because the guest read it. The image must then finish as after
+        // prefetch: flag on disk, backing never consulted again (it may even be gone).
         using var dir = new TempDir();
         var backing = MakeBacking(dir, (1 << 20) + 512, 21); // the last block is partial
         string path = dir.File("t.fvd");
         using (var img = CreateOver(dir, 2 << 20, cor: true))
         {
-            img.StartBackgroundWork(prefetch: PrefetchSettings.Default with { StartDelaySeconds = -1 });
+            img.StartBackgroundWork(prefetch: PrefetchSettings.Default with { StartDelaySeconds = prefetchDelay });
             var buf = new byte[64 << 10];
             for (long off = 0; off < img.Length; off += buf.Length)
             {

@@ -194,7 +194,8 @@ public sealed partial class FvdImage
         BackingBytesRead = Interlocked.Read(ref _backingBytesRead),
         CopyOnReadBytesSaved = Interlocked.Read(ref _corBytesSaved),
         PrefetchBytesSaved = Interlocked.Read(ref _prefetchBytesSaved),
-        Prefetch = _prefetcher?.State ?? (AllLocal && _bitmap.Blocks > 0 ? PrefetchState.Finished : PrefetchState.Disabled),
+        // Finished however the blocks became local, even while a delayed prefetch still waits to notice.
+        Prefetch = AllLocal && _bitmap.Blocks > 0 ? PrefetchState.Finished : _prefetcher?.State ?? PrefetchState.Disabled,
         PrefetchRate = _prefetcher?.Rate ?? 0,
         CopyOnRead = _copyOnRead,
         Finished = AllLocal,
