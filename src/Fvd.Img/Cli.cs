@@ -179,8 +179,10 @@ internal sealed record ImageOptions
                                larger to keep the bitmap at most 4 MiB)
           data_file=NAME       data file name in the image's directory (default: NAME.data)
           inline_data=on|off   keep the data inside the .fvd file after the metadata (default: off)
-          zero_aware=on|off    mark all-zero backing blocks local at creation (default: on)
-          copy_on_read=on|off  enable copy-on-read by default when the image is opened (default: off)
+          zero_aware=on|off    mark all-zero backing blocks local at creation (default: on; off for an
+                               http(s) backing, where the scan would download the whole template)
+          copy_on_read=on|off  enable copy-on-read by default when the image is opened (default: off; on
+                               for an http(s) backing, so each block crosses the network once)
           prefetch_delay=SECS  start whole-image prefetch SECS seconds after open; -1 = never (default)
           backing_file=PATH    same as -b (create only)
           backing_fmt=FMT      same as -F (create only)

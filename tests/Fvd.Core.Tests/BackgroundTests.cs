@@ -201,4 +201,60 @@ public class BackgroundTests
         re.Read(0, all);
         Assert.Equal(backing, all);
     }
+
+    [Theory]
+    [InlineData(-1)]   // prefetch off
+    [InlineData(3600)] // prefetch still waiting for its start delay
+    public void CopyOnReadAloneFinishesTheImage(int prefetchDelay)
+    {
+        // Every block becomes local because the guest read it. The image must then finish as after
+        // prefetch: flag on disk, backing never consulted again (it may even be gone).
+        using var dir = new TempDir();
+        var backing = MakeBacking(dir, (1 << 20) + 512, 21); // the last block is partial
+        string path = dir.File("t.fvd");
+        using (var img = CreateOver(dir, 2 << 20, cor: true))
+        {
+            img.StartBackgroundWork(prefetch: PrefetchSettings.Default with { StartDelaySeconds = prefetchDelay });
+            var buf = new byte[64 << 10];
+            for (long off = 0; off < img.Length; off += buf.Length)
+            {
+                img.Read(off, buf);
+                Assert.True(img.WaitForCopyOnRead(TimeSpan.FromSeconds(30)));
+            }
+            Assert.True(img.Status.Finished, $"{img.Status.BlocksLocal} of {img.Status.BlocksTotal} blocks local, not finished");
+            Assert.Equal(PrefetchState.Finished, img.Status.Prefetch);
+            Assert.False(img.Status.CopyOnRead);
+            long read = img.Status.BackingBytesRead;
+            var all = new byte[backing.Length];
+            img.Read(0, all);
+            Assert.Equal(backing, all);
+            Assert.Equal(read, img.Status.BackingBytesRead);
+        }
+        Assert.True((FvdHeader.Parse(File.ReadAllBytes(path).AsSpan(0, FvdHeader.Size)).Flags & HeaderFlags.PrefetchFinished) != 0);
+        File.Delete(dir.File("base.raw"));
+        using var re = FvdImage.Open(path);
+        var again = new byte[backing.Length];
+        re.Read(0, again);
+        Assert.Equal(backing, again);
+    }
+
+    [Fact]
+    public void ImageMadeAllLocalEarlierFinishesWhenBackgroundWorkStarts()
+    {
+        // Every block written by the guest (or saved by copy-on-read before finishing existed), closed
+        // unfinished: the next mount finishes it even with prefetch off.
+        using var dir = new TempDir();
+        MakeBacking(dir, 256 << 10, 22);
+        string path = dir.File("t.fvd");
+        using (var img = CreateOver(dir, 256 << 10, cor: false))
+            img.Write(0, new byte[256 << 10]);
+        using (var img = FvdImage.Open(path))
+        {
+            Assert.False(img.Status.Finished);
+            img.StartBackgroundWork(copyOnRead: false, prefetch: PrefetchSettings.Default with { StartDelaySeconds = -1 });
+            Assert.True(img.Status.Finished);
+            Assert.Equal(PrefetchState.Finished, img.Status.Prefetch);
+        }
+        Assert.True((FvdHeader.Parse(File.ReadAllBytes(path).AsSpan(0, FvdHeader.Size)).Flags & HeaderFlags.PrefetchFinished) != 0);
+    }
 }

@@ -37,6 +37,29 @@ public class ProfileTests
     }
 
     [Fact]
+    public void ProfileOfTheLastPartialBlockEndsAtTheBackingsEnd()
+    {
+        // A GPT template: its backup header is the last sector, in a block that reaches past the template's end.
+        using var dir = new TempDir();
+        const long tail = 10L << 20, size = tail + 512;
+        File.WriteAllBytes(dir.File("base.raw"), new byte[size]);
+        string path = dir.File("t.fvd");
+        FvdImage.Create(path, new FvdCreateOptions { VirtualSize = 20 << 20, BackingFile = "base.raw", BlockSize = 4096, ZeroAware = false });
+        var expected = new List<(long, long)> { (tail, 512) };
+        using (var img = FvdImage.Open(path))
+        {
+            img.StartProfileRecording();
+            img.Read(tail, new byte[4096]); // the guest reads the whole last block
+            Assert.Equal(expected, img.RecordedProfile());
+            // The read log fvdmount wrote before names the whole block; it must be accepted too.
+            Assert.Equal(expected, img.BuildProfile(new[] { (tail, 4096L), (size, 4096L), (long.MaxValue - 1, 2L) }));
+            img.WriteProfile(img.RecordedProfile());
+        }
+        using var re = FvdImage.Open(path);
+        Assert.Equal(expected, re.PrefetchProfileEntries);
+    }
+
+    [Fact]
     public void ProfileOutsideBackingIsRefused()
     {
         using var dir = new TempDir();

@@ -131,6 +131,32 @@ public sealed class StatusFileTests : IDisposable
     }
 
     [Fact]
+    public void Copy_on_read_alone_reaches_finished_and_then_opens_pass_through()
+    {
+        Mount("prefetch=off,cor=on");
+        Kernel.Ok("dd", $"if={View}", "of=/dev/null", "bs=1M", "status=none");
+        Kernel.WaitFor(() => Status().GetProperty("finished").GetBoolean(), 30, "copy-on-read to finish the image");
+        var s = Status();
+        Assert.Equal("finished", s.GetProperty("prefetch").GetString());
+        Assert.Equal(0, s.GetProperty("prefetch_bytes").GetInt64());
+        Assert.False(s.GetProperty("copy_on_read").GetBoolean());
+        long read = s.GetProperty("backing_bytes_read").GetInt64();
+        // dd's page-cache open must be released before an open may pass through.
+        Kernel.WaitFor(() => Status().GetProperty("passthrough").GetBoolean(), 10, "passthrough to become possible");
+        using (var f = File.OpenRead(View))
+        {
+            var all = new byte[Size];
+            f.ReadExactly(all);
+            Assert.Equal(File.ReadAllBytes(_base), all);
+            Assert.True(Status().GetProperty("passthrough_active").GetBoolean(), "an open of a finished image is passed through");
+        }
+        Assert.Equal(read, Status().GetProperty("backing_bytes_read").GetInt64());
+        Unmount();
+        using var img = FvdImage.Open(_img, new FvdOpenOptions { ReadOnly = true });
+        Assert.True(img.Status.Finished); // the flag is on disk
+    }
+
+    [Fact]
     public void Cor_off_saves_nothing_and_reads_keep_coming_from_the_template()
     {
         Mount("cor=off,prefetch=off");
@@ -162,6 +188,27 @@ public sealed class StatusFileTests : IDisposable
         var profile = img.BuildProfile(reads);
         Assert.Equal(reads, profile);
         img.WriteProfile(profile); // what `fvd-img profile record` does with it
+        Assert.Equal(reads, img.PrefetchProfileEntries);
+    }
+
+    [Fact]
+    public void Record_profile_of_the_last_sector_of_an_odd_sized_template_is_stored()
+    {
+        // A GPT template: 10 MiB + 512, the backup header in the last sector, inside a partial last block.
+        const long tail = 10L << 20;
+        string odd = Path.Combine(_dir, "gpt.raw");
+        File.WriteAllBytes(odd, Kernel.Pattern((int)tail + 512, 13));
+        FvdImage.Create(_img, new FvdCreateOptions { VirtualSize = 20 << 20, BackingFile = odd, BlockSize = 4096, Overwrite = true });
+        string log = Path.Combine(_dir, "boot.log");
+        Mount($"record_profile={log},cor=off");
+        Kernel.Ok("dd", $"if={View}", "of=/dev/null", "bs=512", $"skip={tail / 512}", "count=1", "iflag=direct", "status=none");
+        Unmount();
+
+        var reads = File.ReadLines(log).Where(l => !l.StartsWith('#') && l.Length > 0)
+            .Select(l => l.Split(' ') is [var o, var n] ? (long.Parse(o), long.Parse(n)) : throw new FormatException(l)).ToList();
+        Assert.Equal([(tail, 512L)], reads);
+        using var img = FvdImage.Open(_img);
+        img.WriteProfile(img.BuildProfile(reads)); // what `fvd-img profile record` does with it
         Assert.Equal(reads, img.PrefetchProfileEntries);
     }
 }

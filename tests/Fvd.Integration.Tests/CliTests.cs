@@ -345,4 +345,14 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, o.Code);
         Assert.Contains("block_size=SIZE", o.Out);
     }
+
+    [Fact]
+    public void Create_option_help_states_the_defaults_for_http_templates()
+    {
+        var o = _h.Img("create", "-o", "help", "x");
+        Assert.Equal(0, o.Code);
+        string text = System.Text.RegularExpressions.Regex.Replace(o.Out, @"\s+", " ");
+        Assert.Contains("zero_aware=on|off mark all-zero backing blocks local at creation (default: on; off for an http(s) backing", text);
+        Assert.Contains("copy_on_read=on|off enable copy-on-read by default when the image is opened (default: off; on for an http(s) backing", text);
+    }
 }

@@ -59,4 +59,18 @@ public sealed class PrefetchCliTests : IDisposable
         Assert.Equal(1, r.Code);
         Assert.Contains("line 1", r.Err);
     }
+
+    [Fact]
+    public void Profile_record_accepts_a_read_of_the_last_sector_of_an_odd_sized_template()
+    {
+        // 10 MiB + 512: the last 4 KiB block is one sector of template and zeros past it (a GPT backup header).
+        _h.MakeTemplate(_h.P("base.raw"), (10L << 20) + 512, [9], []);
+        Assert.Equal(0, _h.Img("create", "-b", "base.raw", "-F", "raw", "-o", "block_size=4k", _h.P("a.fvd"), "20M").Code);
+        File.WriteAllText(_h.P("boot.log"), "0 4096\n10485760 4096\n");
+        var r = _h.Img("profile", "record", _h.P("a.fvd"), _h.P("boot.log"));
+        Assert.True(r.Code == 0, r.Err);
+        r = _h.Img("profile", "show", _h.P("a.fvd"));
+        Assert.Equal("2 ranges, 4608 bytes\n0x0 0x1000\n0xa00000 0x200\n", r.Out.Replace("\r", ""));
+        Assert.Equal(0, _h.Img("check", _h.P("a.fvd")).Code);
+    }
 }

@@ -103,11 +103,18 @@ public sealed partial class FvdImage
                 try
                 {
                     if (Volatile.Read(ref _disposed) == 0)
-                        Interlocked.Add(ref _corBytesSaved, SaveBlocks(job.Offset, job.Buffer.AsSpan(0, job.Length)));
+                    {
+                        long saved = SaveBlocks(job.Offset, job.Buffer.AsSpan(0, job.Length));
+                        Interlocked.Add(ref _corBytesSaved, saved);
+                        // Reads alone may have made every block local: finish as prefetch would (before
+                        // the job counts as done, so WaitForCopyOnRead sees the result).
+                        if (saved > 0) FinishIfAllLocal();
+                    }
                 }
                 catch (Exception e)
                 {
-                    // A failed save loses nothing (the block stays in the backing); report and go on.
+                    // A failed save or finish loses nothing (the block stays in the backing, the flag unset);
+                    // report and go on.
                     Console.Error.WriteLine($"fvd: {Path}: copy-on-read save at {job.Offset} failed: {e.Message}");
                 }
                 finally
@@ -187,7 +194,8 @@ public sealed partial class FvdImage
         BackingBytesRead = Interlocked.Read(ref _backingBytesRead),
         CopyOnReadBytesSaved = Interlocked.Read(ref _corBytesSaved),
         PrefetchBytesSaved = Interlocked.Read(ref _prefetchBytesSaved),
-        Prefetch = _prefetcher?.State ?? (AllLocal && _bitmap.Blocks > 0 ? PrefetchState.Finished : PrefetchState.Disabled),
+        // Finished however the blocks became local, even while a delayed prefetch still waits to notice.
+        Prefetch = AllLocal && _bitmap.Blocks > 0 ? PrefetchState.Finished : _prefetcher?.State ?? PrefetchState.Disabled,
         PrefetchRate = _prefetcher?.Rate ?? 0,
         CopyOnRead = _copyOnRead,
         Finished = AllLocal,

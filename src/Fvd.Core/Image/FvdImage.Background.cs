@@ -7,15 +7,19 @@ namespace Fvd.Core.Image;
 public sealed partial class FvdImage
 {
     private Prefetcher? _prefetcher;
+    private long _firstMissingHint; // no block below it has bit 0 (bits only go 0 -> 1 while the image is open)
 
     /// <summary>
     /// Starts copy-on-read (per the header's flag unless overridden) and prefetch (when the header's start
-    /// delay, or the override, is >= 0). No-op without a backing or when read-only or finished.
+    /// delay, or the override, is >= 0). No-op without a backing or when read-only or finished; an image
+    /// whose blocks all became local earlier (guest writes, copy-on-read) is finished here instead.
     /// </summary>
     public void StartBackgroundWork(bool? copyOnRead = null, PrefetchSettings? prefetch = null)
     {
         ThrowIfDisposed();
         if (IsReadOnly || _backing is null || AllLocal) return;
+        FinishIfAllLocal();
+        if (AllLocal) return;
         EnableCopyOnRead(copyOnRead ?? (_header.Flags & HeaderFlags.CopyOnRead) != 0);
         var s = prefetch ?? _header.Prefetch;
         if (s.StartDelaySeconds >= 0 && _prefetcher is null) _prefetcher = new Prefetcher(this, s);
@@ -64,12 +68,13 @@ public sealed partial class FvdImage
     }
 
     /// <summary>
-    /// When every block is local: persist all bits, then set the prefetch-finished flag (paper 3.3.5). From
-    /// then on the bitmap and the backing are not consulted and the data file is a plain RAW image.
+    /// When every block is local, whether prefetch, copy-on-read or guest writes made it so: persist all
+    /// bits, then set the prefetch-finished flag (paper 3.3.5). From then on the bitmap and the backing are
+    /// not consulted and the data file is a plain RAW image (FUSE passthrough can serve it).
     /// </summary>
-    internal void FinishPrefetch()
+    internal void FinishIfAllLocal()
     {
-        if (IsReadOnly || !_bitmap.AllSet) return;
+        if (IsReadOnly || AllLocal || !AllBlocksLocal()) return;
         Flush();
         lock (_flushLock)
         {
@@ -77,6 +82,17 @@ public sealed partial class FvdImage
                 WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.PrefetchFinished });
         }
         _copyOnRead = false;
+    }
+
+    /// <summary>
+    /// Whether every bit is set. The scan starts at the first block not yet seen local, so calling this
+    /// after every copy-on-read save costs one pass over the bitmap in the image's whole open life.
+    /// </summary>
+    private bool AllBlocksLocal()
+    {
+        long first = _bitmap.NextWithValue(Volatile.Read(ref _firstMissingHint), _bitmap.Blocks, false);
+        Volatile.Write(ref _firstMissingHint, first); // a racing caller may store a smaller value: still a lower bound
+        return first == _bitmap.Blocks;
     }
 
     private void StopBackgroundWork()

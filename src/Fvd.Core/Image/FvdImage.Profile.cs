@@ -22,10 +22,10 @@ public sealed partial class FvdImage
     }
 
     /// <summary>Starts recording which backing ranges are read (first read of each block only).</summary>
-    public void StartProfileRecording() => _recorder ??= new ProfileRecorder(_bitmap.Blocks, _blockShift);
+    public void StartProfileRecording() => _recorder ??= new ProfileRecorder(_header.BackingSize, _blockShift);
 
     /// <summary>The ranges recorded so far, in first-read order, merged where adjacent.</summary>
-    public List<(long Offset, long Length)> RecordedProfile() => _recorder?.Entries(BitmapEnd) ?? new();
+    public List<(long Offset, long Length)> RecordedProfile() => _recorder?.Entries() ?? new();
 
     /// <summary>
     /// Stores a profile in the image (replacing any earlier one): written after the end of the other
@@ -57,31 +57,33 @@ public sealed partial class FvdImage
 
     /// <summary>
     /// Turns a list of reads (an access log) into a profile: the backing blocks they touch, each once, in
-    /// first-read order, merged where adjacent. Reads past the backing are dropped.
+    /// first-read order, merged where adjacent, ending at the backing's end. Reads past the backing are dropped.
     /// </summary>
     public List<(long Offset, long Length)> BuildProfile(IEnumerable<(long Offset, long Length)> reads)
     {
-        var rec = new ProfileRecorder(_bitmap.Blocks, _blockShift);
+        var rec = new ProfileRecorder(_header.BackingSize, _blockShift);
         foreach (var (o, l) in reads)
-        {
-            long end = Math.Min(o + l, BitmapEnd);
-            if (o >= 0 && o < end) rec.Record(o, end - o);
-        }
-        return rec.Entries(BitmapEnd);
+            if (o >= 0 && o < _header.BackingSize && l > 0) rec.Record(o, Math.Min(l, _header.BackingSize - o));
+        return rec.Entries();
     }
 
     /// <summary>Called on every backing read.</summary>
     private void RecordBackingRead(long pos, long len) => _recorder?.Record(pos, len);
 
-    private sealed class ProfileRecorder(long blocks, int shift)
+    /// <summary>
+    /// Remembers which blocks of the backing were read first. Entries end at the backing's end, not at the
+    /// end of its last block: a template whose size is not a multiple of the block size (a GPT disk, with
+    /// its backup header in the last sector) would otherwise give a profile the image refuses to store.
+    /// </summary>
+    private sealed class ProfileRecorder(long backingSize, int shift)
     {
-        private readonly Bitmap _seen = new(blocks);
+        private readonly Bitmap _seen = new(FvdHeader.CeilDiv(backingSize, 1L << shift));
         private readonly List<long> _order = new();
         private readonly object _lock = new();
 
         public void Record(long pos, long len)
         {
-            long first = pos >> shift, last = Math.Min(blocks - 1, (pos + len - 1) >> shift);
+            long first = pos >> shift, last = Math.Min(_seen.Blocks - 1, (pos + len - 1) >> shift);
             lock (_lock)
             {
                 for (long b = first; b <= last; b++)
@@ -93,14 +95,14 @@ public sealed partial class FvdImage
             }
         }
 
-        public List<(long, long)> Entries(long limit)
+        public List<(long, long)> Entries()
         {
             var list = new List<(long Offset, long Length)>();
             lock (_lock)
             {
                 foreach (long b in _order)
                 {
-                    long off = b << shift, len = Math.Min(1L << shift, limit - off);
+                    long off = b << shift, len = Math.Min(1L << shift, backingSize - off);
                     if (list.Count > 0 && list[^1].Offset + list[^1].Length == off) list[^1] = (list[^1].Offset, list[^1].Length + len);
                     else list.Add((off, len));
                 }

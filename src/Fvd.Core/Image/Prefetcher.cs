@@ -4,6 +4,10 @@
 // a lower limit detects contention: when the moving average falls below it, pause with probability 1/2 for
 // a random time up to the throttle time, else reset the estimate and go on (paper 3.4.2), so N hosts that
 // share one storage server back off instead of fighting.
+//
+// Threads: Run and the read stage share one thread, the write stage has its own. Each stage keeps its own
+// throttle; the only random source is Random.Shared (a plain Random used by both stages could be corrupted
+// and then pause forever); the state has one owner per part (StateCell).
 using System.Buffers;
 using System.Diagnostics;
 using System.Threading.Channels;
@@ -21,21 +25,19 @@ internal sealed class Prefetcher : IDisposable
     private readonly FvdImage _img;
     private readonly PrefetchSettings _s;
     private readonly CancellationTokenSource _cts = new();
-    private readonly Random _rng;
     private readonly Task _task;
-    private volatile int _state = (int)PrefetchState.Waiting;
+    private readonly StateCell _state = new();
     private double _rate;
 
-    public PrefetchState State => (PrefetchState)_state;
+    public PrefetchState State => _state.Current;
     public double Rate => Volatile.Read(ref _rate);
     /// <summary>Set when the run ended with an error (the reason); prefetch is then stopped.</summary>
     public string? Error { get; private set; }
 
-    public Prefetcher(FvdImage img, PrefetchSettings s, int? seed = null)
+    public Prefetcher(FvdImage img, PrefetchSettings s)
     {
         _img = img;
         _s = s;
-        _rng = seed is int v ? new Random(v) : new Random();
         _task = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning);
     }
 
@@ -45,7 +47,7 @@ internal sealed class Prefetcher : IDisposable
         try
         {
             if (_s.StartDelaySeconds > 0 && ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(_s.StartDelaySeconds))) return;
-            _state = (int)PrefetchState.Running;
+            _state.Set(PrefetchState.Running);
             int chunk = _s.ChunkBytes > 0 ? _s.ChunkBytes : Math.Max(DefaultChunk, _img.BlockSize);
             var pipe = Channel.CreateBounded<(long Offset, byte[] Buf, int Len)>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
             var writer = Task.Factory.StartNew(() => WriteStage(pipe.Reader, ct), TaskCreationOptions.LongRunning);
@@ -59,8 +61,8 @@ internal sealed class Prefetcher : IDisposable
                 writer.Wait();
             }
             if (ct.IsCancellationRequested) return;
-            _img.FinishPrefetch();
-            _state = (int)PrefetchState.Finished;
+            _img.FinishIfAllLocal();
+            _state.Set(PrefetchState.Finished);
         }
         catch (OperationCanceledException) { }
         catch (AggregateException e) when (e.InnerException is OperationCanceledException) { }
@@ -68,7 +70,7 @@ internal sealed class Prefetcher : IDisposable
         {
             Error = e.Message;
             Console.Error.WriteLine($"fvd: {_img.Path}: prefetch stopped: {e.Message}");
-            _state = (int)PrefetchState.Disabled;
+            _state.Set(PrefetchState.Disabled);
         }
     }
 
@@ -78,8 +80,7 @@ internal sealed class Prefetcher : IDisposable
         int shift = System.Numerics.BitOperations.Log2((uint)_img.BlockSize);
         long chunkBlocks = Math.Max(1, chunk >> shift);
         long cursor = 0;
-        var bucket = new LeakyBucket(_s.MaxReadKiBps);
-        double ewma = -1;
+        var throttle = new StageThrottle(this, _s.MaxReadKiBps, _s.MinReadKiBps);
         // Profile-directed first (paper 3.4.1): the ranges a boot reads, in its order; then the whole image.
         var profile = _img.PrefetchProfileEntries;
         int pi = 0;
@@ -116,29 +117,18 @@ internal sealed class Prefetcher : IDisposable
                 ArrayPool<byte>.Shared.Return(buf);
                 throw;
             }
-            double secs = Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
-            bucket.Take(len, ct);
-            // Lower limit: moving average of read throughput; below it, back off (paper 3.4.2).
-            double sample = len / secs;
-            ewma = Average(ewma, sample, secs);
-            Volatile.Write(ref _rate, ewma);
+            Volatile.Write(ref _rate, throttle.Account(len, sw.Elapsed, ct));
             output.WriteAsync((off, buf, len), ct).AsTask().GetAwaiter().GetResult();
             if (inProfile) profileCursor = e;
             else cursor = e;
-            if (_s.MinReadKiBps > 0 && ewma < _s.MinReadKiBps * 1024.0)
-            {
-                if (_rng.Next(2) == 0) Pause(ct);
-                ewma = -1;
-                bucket.Reset();
-            }
+            throttle.BackOffIfSlow(ct);
         }
     }
 
     private void WriteStage(ChannelReader<(long Offset, byte[] Buf, int Len)> input, CancellationToken ct)
     {
-        var bucket = new LeakyBucket(_s.MaxWriteKiBps);
+        var throttle = new StageThrottle(this, _s.MaxWriteKiBps, _s.MinWriteKiBps);
         var sinceCheckpoint = Stopwatch.StartNew();
-        double ewma = -1;
         while (input.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
             while (input.TryRead(out var item))
@@ -149,15 +139,8 @@ internal sealed class Prefetcher : IDisposable
                     var sw = Stopwatch.StartNew();
                     long saved = _img.SaveBlocks(item.Offset, item.Buf.AsSpan(0, item.Len));
                     _img.AddPrefetchSaved(saved);
-                    double secs = Math.Max(sw.Elapsed.TotalSeconds, 1e-6);
-                    ewma = Average(ewma, item.Len / secs, secs);
-                    bucket.Take(item.Len, ct);
-                    if (_s.MinWriteKiBps > 0 && ewma < _s.MinWriteKiBps * 1024.0)
-                    {
-                        if (_rng.Next(2) == 0) Pause(ct);
-                        ewma = -1;
-                        bucket.Reset();
-                    }
+                    throttle.Account(item.Len, sw.Elapsed, ct);
+                    throttle.BackOffIfSlow(ct);
                 }
                 catch (OperationCanceledException) { }
                 finally
@@ -187,11 +170,8 @@ internal sealed class Prefetcher : IDisposable
 
     private void Pause(CancellationToken ct)
     {
-        int prev = _state;
-        _state = (int)PrefetchState.Paused;
-        int ms = 1 + _rng.Next(Math.Max(1, _s.ThrottleMs));
-        ct.WaitHandle.WaitOne(ms);
-        _state = prev == (int)PrefetchState.Paused ? (int)PrefetchState.Running : prev;
+        int ms = 1 + Random.Shared.Next(Math.Max(1, _s.ThrottleMs));
+        using (_state.EnterPause()) ct.WaitHandle.WaitOne(ms);
         ct.ThrowIfCancellationRequested();
     }
 
@@ -200,6 +180,72 @@ internal sealed class Prefetcher : IDisposable
         _cts.Cancel();
         try { _task.Wait(TimeSpan.FromSeconds(60)); } catch (AggregateException) { }
         _cts.Dispose();
+    }
+
+    /// <summary>
+    /// One stage's limits, used only by that stage's thread: the upper limit (leaky bucket) and the lower
+    /// one (moving average of its throughput; below it, back off as paper 3.4.2 says).
+    /// </summary>
+    private sealed class StageThrottle(Prefetcher owner, int maxKiBps, int minKiBps)
+    {
+        private readonly LeakyBucket _bucket = new(maxKiBps);
+        private double _average = -1;
+
+        /// <summary>Counts bytes moved in the given time, sleeps if over the upper limit; returns the average rate.</summary>
+        public double Account(long bytes, TimeSpan took, CancellationToken ct)
+        {
+            double secs = Math.Max(took.TotalSeconds, 1e-6);
+            _average = Average(_average, bytes / secs, secs);
+            _bucket.Take(bytes, ct);
+            return _average;
+        }
+
+        /// <summary>Below the lower limit: pause with probability 1/2, else measure afresh.</summary>
+        public void BackOffIfSlow(CancellationToken ct)
+        {
+            if (minKiBps <= 0 || _average >= minKiBps * 1024.0) return;
+            if (Random.Shared.Next(2) == 0) owner.Pause(ct);
+            _average = -1;
+            _bucket.Reset();
+        }
+    }
+
+    /// <summary>
+    /// The state, with one owner per part: Run alone moves the life cycle (Waiting, Running, Finished,
+    /// Disabled); a stage only counts itself into and out of a pause. Paused shows while any stage is
+    /// paused, so one stage resuming neither hides the other's pause nor overwrites an end state.
+    /// </summary>
+    internal sealed class StateCell
+    {
+        private int _life = (int)PrefetchState.Waiting;
+        private int _pausedStages;
+
+        public PrefetchState Current
+        {
+            get
+            {
+                var life = (PrefetchState)Volatile.Read(ref _life);
+                return life == PrefetchState.Running && Volatile.Read(ref _pausedStages) > 0 ? PrefetchState.Paused : life;
+            }
+        }
+
+        public void Set(PrefetchState s)
+        {
+            if (s == PrefetchState.Paused) throw new ArgumentException("a pause is entered with EnterPause", nameof(s));
+            Volatile.Write(ref _life, (int)s);
+        }
+
+        /// <summary>Counts a stage as paused until the returned scope is disposed.</summary>
+        public PauseScope EnterPause()
+        {
+            Interlocked.Increment(ref _pausedStages);
+            return new PauseScope(this);
+        }
+
+        public readonly struct PauseScope(StateCell cell) : IDisposable
+        {
+            public void Dispose() => Interlocked.Decrement(ref cell._pausedStages);
+        }
     }
 
     /// <summary>Upper throughput limit: sleeps so that bytes taken since the last reset stay under the rate.</summary>
