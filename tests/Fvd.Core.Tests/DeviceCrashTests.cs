@@ -253,4 +253,19 @@ public sealed class DeviceCrashTests(ITestOutputHelper output) : IDisposable
         Assert.False(BitOnDisk(img, 0));
         Assert.Equal(FvdErrorKind.Io, Assert.Throws<FvdException>(() => image.Dispose()).Kind);
     }
+
+    [Fact]
+    public async Task PrefetchWhoseSavesFailStopsWithTheErrorInsteadOfHanging()
+    {
+        // The write stage dies on its first save; the read stage, small chunks ahead, must not wait forever
+        // on the full pipe between them.
+        using var image = ImageFailingOn(8, RecordedOp.Write, () => true, out _, out _);
+        var limits = image.Header.Prefetch with { ChunkBytes = 512, MinReadKiBps = 0, MinWriteKiBps = 0 };
+        var run = Task.Run(() => image.PrefetchNow(limits));
+        Assert.True(await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60))) == run, "prefetch hung after its save failed");
+        var e = await Assert.ThrowsAsync<FvdException>(() => run);
+        Assert.Equal(FvdErrorKind.Io, e.Kind);
+        Assert.Contains("injected Write failure", e.Message);
+        Assert.Equal(0, image.Bitmap.CountSet());
+    }
 }

@@ -50,7 +50,19 @@ internal sealed class Prefetcher : IDisposable
             _state.Set(PrefetchState.Running);
             int chunk = _s.ChunkBytes > 0 ? _s.ChunkBytes : Math.Max(DefaultChunk, _img.BlockSize);
             var pipe = Channel.CreateBounded<(long Offset, byte[] Buf, int Len)>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
-            var writer = Task.Factory.StartNew(() => WriteStage(pipe.Reader, ct), TaskCreationOptions.LongRunning);
+            var writer = Task.Factory.StartNew(() =>
+            {
+                try
+                {
+                    WriteStage(pipe.Reader, ct);
+                }
+                catch (Exception e)
+                {
+                    // Close the pipe with the error, so a read stage blocked on the full pipe stops too.
+                    pipe.Writer.TryComplete(e);
+                    throw;
+                }
+            }, TaskCreationOptions.LongRunning);
             try
             {
                 ReadStage(pipe.Writer, chunk, ct);
@@ -66,12 +78,22 @@ internal sealed class Prefetcher : IDisposable
         }
         catch (OperationCanceledException) { }
         catch (AggregateException e) when (e.InnerException is OperationCanceledException) { }
-        catch (Exception e)
+        catch (Exception caught)
         {
+            var e = RootCause(caught);
+            if (e is OperationCanceledException) return;
             Error = e.Message;
             Console.Error.WriteLine($"fvd: {_img.Path}: prefetch stopped: {e.Message}");
             _state.Set(PrefetchState.Disabled);
         }
+    }
+
+    /// <summary>The error that stopped a stage, without the task and pipe wrappers around it.</summary>
+    private static Exception RootCause(Exception e)
+    {
+        while (e is AggregateException { InnerException: { } a }) e = a;
+        while (e is ChannelClosedException { InnerException: { } c }) e = RootCause(c);
+        return e;
     }
 
     private void ReadStage(ChannelWriter<(long, byte[], int)> output, int chunk, CancellationToken ct)
