@@ -1,4 +1,4 @@
-// Image conversion (fvd-img convert): raw -> fvd, fvd -> raw, fvd -> fvd (flattened, no backing).
+// Image conversion (fvd-img convert): raw, fvd or qcow2 -> raw or fvd (flattened, no backing).
 // Sparse-aware both ways: source holes are found with GetExtent (SEEK_DATA/SEEK_HOLE, or the FVD map) and
 // skipped, and data regions are scanned in granules of SparseSize bytes so all-zero granules are not
 // written either. The output is created at its full length, sparse, so skipped ranges read as zeros.
@@ -8,7 +8,7 @@ namespace Fvd.Core.Image;
 
 public sealed record ConvertOptions
 {
-    /// <summary>Source format: "raw", "fvd" or null to detect (FVD magic = fvd, anything else = raw).</summary>
+    /// <summary>Source format: "raw", "fvd", "qcow2" or null to detect by magic (anything else = raw).</summary>
     public string? SourceFormat { get; init; }
     /// <summary>Output format: "raw" or "fvd".</summary>
     public string TargetFormat { get; init; } = "raw";
@@ -22,9 +22,12 @@ public sealed record ConvertOptions
 
 public static class Converter
 {
+    /// <summary>Output formats.</summary>
     public static readonly string[] Formats = ["raw", "fvd"];
+    /// <summary>Input formats.</summary>
+    public static readonly string[] SourceFormats = ["raw", "fvd", "qcow2"];
 
-    /// <summary>"fvd" when the file starts with the FVD magic, else "raw". Never looks at a backing.</summary>
+    /// <summary>"fvd" or "qcow2" when the file starts with that magic, else "raw". Never looks at a backing.</summary>
     public static string DetectFormat(string path)
     {
         if (!File.Exists(path))
@@ -34,7 +37,7 @@ public static class Converter
         Span<byte> magic = stackalloc byte[8];
         if (dev.Length < magic.Length) return "raw";
         dev.Read(0, magic);
-        return magic.SequenceEqual(Format.FvdHeader.Magic) ? "fvd" : "raw";
+        return magic.SequenceEqual(Format.FvdHeader.Magic) ? "fvd" : Qcow2.Qcow2Header.HasMagic(magic) ? "qcow2" : "raw";
     }
 
     /// <summary>Opens a source read-only in the given format.</summary>
@@ -43,7 +46,8 @@ public static class Converter
         "fvd" => FvdImage.Open(path, new FvdOpenOptions { ReadOnly = true }),
         "raw" => File.Exists(path) ? FileDevice.Open(path, readOnly: true)
             : throw new FvdException(FvdErrorKind.NotFound, "file not found", path),
-        _ => throw new FvdException(FvdErrorKind.InvalidArgument, $"unknown format '{format}' (raw or fvd)", path),
+        "qcow2" => FvdImage.OpenBacking(path, "qcow2", new FvdOpenOptions()),
+        _ => throw new FvdException(FvdErrorKind.InvalidArgument, $"unknown format '{format}' (raw, fvd or qcow2)", path),
     };
 
     public static void Convert(string source, string target, ConvertOptions o)
