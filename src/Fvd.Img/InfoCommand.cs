@@ -19,7 +19,7 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
 
     protected override int Inspect(string path, bool json)
     {
-        if (Converter.DetectFormat(path) == "qcow2")
+        if (File.Exists(path) && Converter.DetectFormat(path) == "qcow2")
         {
             WriteQcow2(path, json);
             return ExitCode.Ok;
