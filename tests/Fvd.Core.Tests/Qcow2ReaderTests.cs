@@ -182,6 +182,42 @@ public sealed class Qcow2ReaderTests : IDisposable
     }
 
     [Fact]
+    public void A_read_fetches_only_its_L2_table_and_its_bytes_and_the_table_is_cached()
+    {
+        Qemu.Require();
+        string q = _dir.File("full.qcow2");
+        Qemu.Create(q, 8 << 20, "");
+        Qemu.Run("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 8M", q);
+        var rec = new RecordingDevice(FileDevice.Open(q, readOnly: true)) { RecordReads = true };
+        using var dev = Qcow2Device.Attach(rec, backing: null, q);
+        int opened = rec.Operations.Length; // header and L1 table
+        dev.Read((3 << 20) + 100, new byte[4096]);
+        var ops = rec.Operations[opened..];
+        Assert.Equal(2, ops.Length);
+        Assert.Equal(65536, ops[0].Length); // the L2 table
+        Assert.Equal(4096, ops[1].Length);  // the bytes asked for
+        dev.Read(5 << 20, new byte[512]);
+        Assert.Single(rec.Operations[(opened + 2)..]); // same L2 table: from the cache
+    }
+
+    [Fact]
+    public void A_qcow2_chain_over_http_resolves_its_backing_on_the_same_server()
+    {
+        Qemu.Require();
+        using var web = new NginxServer();
+        string q = Make("qcow2_backing");
+        var expected = Qemu.ToRaw(q, _dir.File("ref.raw"));
+        File.Copy(q, Path.Combine(web.Root, "top.qcow2"));
+        File.Copy(_dir.File("base.qcow2"), Path.Combine(web.Root, "base.qcow2")); // named "base.qcow2" in top.qcow2
+        string vm = _dir.File("vm.fvd");
+        FvdImage.Create(vm, new FvdCreateOptions { VirtualSize = Size, BackingFile = web.Url("top.qcow2"), BackingFormat = "qcow2" });
+        using var img = FvdImage.Open(vm, new FvdOpenOptions { ReadOnly = true });
+        var all = new byte[Size];
+        img.Read(0, all);
+        SameBytes(expected, all, "fvd over an http qcow2 chain");
+    }
+
+    [Fact]
     public void Zero_aware_creation_takes_zeros_from_the_tables_without_reading_data()
     {
         Qemu.Require();
