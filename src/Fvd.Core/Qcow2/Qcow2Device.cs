@@ -19,13 +19,16 @@ public sealed class Qcow2Device : IBlockDevice
 {
     /// <summary>Default bound of the L2 table cache.</summary>
     public const long DefaultCacheBytes = 32L << 20;
+    /// <summary>Bound of the cache of inflated compressed clusters (at least one cluster).</summary>
+    public const long InflatedCacheBytes = 4L << 20;
     /// <summary>Longest backing chain followed (a loop is refused before this, by file identity).</summary>
     public const int MaxChainDepth = 16;
 
     private readonly IBlockDevice _file;
     private readonly IBlockDevice? _backing;
     private readonly byte[] _l1;
-    private readonly L2Cache _cache;
+    private readonly ClusterCache _cache;
+    private readonly ClusterCache _inflated;
     private readonly string? _path;
     private readonly int _clusterBits;
 
@@ -46,7 +49,8 @@ public sealed class Qcow2Device : IBlockDevice
         _path = path;
         _clusterBits = (int)header.ClusterBits;
         Length = (long)header.Size;
-        _cache = new L2Cache(cacheBytes, header.ClusterSize);
+        _cache = new ClusterCache(cacheBytes, header.ClusterSize);
+        _inflated = new ClusterCache(Math.Min(cacheBytes, InflatedCacheBytes), header.ClusterSize);
     }
 
     /// <summary>Reads and validates the header of a qcow2 file (the first cluster, or less when the file is shorter).</summary>
@@ -155,50 +159,36 @@ public sealed class Qcow2Device : IBlockDevice
     public void Read(long offset, Span<byte> buffer)
     {
         DeviceChecks.Range(this, offset, buffer.Length, _path);
-        byte[]? cluster = null;
-        long clusterHost = -1; // the compressed cluster now in `cluster`
-        try
+        while (!buffer.IsEmpty)
         {
-            while (!buffer.IsEmpty)
+            var kind = Map(offset, out var entry, out long run);
+            int n = (int)Math.Min(run, buffer.Length);
+            var dst = buffer[..n];
+            int inCluster = (int)(offset & ((1L << _clusterBits) - 1));
+            switch (kind)
             {
-                var kind = Map(offset, out var entry, out long run);
-                int n = (int)Math.Min(run, buffer.Length);
-                var dst = buffer[..n];
-                int inCluster = (int)(offset & ((1L << _clusterBits) - 1));
-                switch (kind)
-                {
-                    case Qcow2ClusterKind.Zero:
-                        dst.Clear();
-                        break;
-                    case Qcow2ClusterKind.Unallocated:
-                        ReadClamped(_backing, offset, dst);
-                        break;
-                    case Qcow2ClusterKind.Data:
-                        ReadClamped(_file, entry.HostOffset + inCluster, dst);
-                        break;
-                    case Qcow2ClusterKind.Compressed:
-                        var desc = entry.Compressed(_clusterBits);
-                        cluster ??= ArrayPool<byte>.Shared.Rent(1 << _clusterBits);
-                        if (clusterHost != desc.HostOffset)
-                        {
-                            Inflate(desc, cluster.AsSpan(0, 1 << _clusterBits));
-                            clusterHost = desc.HostOffset;
-                        }
-                        cluster.AsSpan(inCluster, n).CopyTo(dst);
-                        break;
-                }
-                offset += n;
-                buffer = buffer[n..];
+                case Qcow2ClusterKind.Zero:
+                    dst.Clear();
+                    break;
+                case Qcow2ClusterKind.Unallocated:
+                    ReadClamped(_backing, offset, dst);
+                    break;
+                case Qcow2ClusterKind.Data:
+                    ReadClamped(_file, entry.HostOffset + inCluster, dst);
+                    break;
+                case Qcow2ClusterKind.Compressed:
+                    var desc = entry.Compressed(_clusterBits);
+                    _inflated.Get(desc.HostOffset, _ => Inflate(desc)).AsSpan(inCluster, n).CopyTo(dst);
+                    break;
             }
-        }
-        finally
-        {
-            if (cluster is not null) ArrayPool<byte>.Shared.Return(cluster);
+            offset += n;
+            buffer = buffer[n..];
         }
     }
 
-    private void Inflate(Qcow2CompressedDescriptor desc, Span<byte> cluster)
+    private byte[] Inflate(Qcow2CompressedDescriptor desc)
     {
+        var cluster = new byte[1 << _clusterBits];
         int len = desc.LengthIn(_file.Length);
         var src = ArrayPool<byte>.Shared.Rent(len);
         try
@@ -210,6 +200,7 @@ public sealed class Qcow2Device : IBlockDevice
         {
             ArrayPool<byte>.Shared.Return(src);
         }
+        return cluster;
     }
 
     /// <summary>Reads what dev has of the range; bytes past its end (or all, without dev) are zeros.</summary>
