@@ -201,6 +201,26 @@ public sealed class Qcow2ReaderTests : IDisposable
     }
 
     [Fact]
+    public void Small_reads_of_a_compressed_cluster_inflate_it_once()
+    {
+        Qemu.Require();
+        string q = _dir.File("c.qcow2");
+        Qemu.Create(q, 1 << 20, "");
+        Qemu.Run("qemu-io", "-f", "qcow2", "-c", "write -c -P 5 64k 64k", q);
+        var rec = new RecordingDevice(FileDevice.Open(q, readOnly: true)) { RecordReads = true };
+        using var dev = Qcow2Device.Attach(rec, backing: null, q);
+        int opened = rec.Operations.Length; // header and L1 table
+        var buf = new byte[4096];
+        for (int i = 0; i < 16; i++)
+        {
+            dev.Read(65536 + i * 4096, buf);
+            Assert.All(buf, b => Assert.Equal(5, b));
+        }
+        // One L2 table read and one read of the compressed bytes.
+        Assert.Equal(2, rec.Operations.Length - opened);
+    }
+
+    [Fact]
     public void A_qcow2_chain_over_http_resolves_its_backing_on_the_same_server()
     {
         Qemu.Require();
