@@ -224,6 +224,49 @@ public sealed class Qcow2HostileTests : IDisposable
     }
 
     [Fact]
+    public void The_chain_obeys_the_backing_file_policy()
+    {
+        // A FIFO would block the open forever; a character device is never an image.
+        Qemu.Require();
+        Qemu.Create(_dir.File("top.qcow2"), 1 << 20, "");
+        foreach (var (name, target) in new[] { ("pipe", (string?)null), ("zero", "/dev/zero") })
+        {
+            if (target is null) Assert.Equal(0, Mono.Unix.Native.Syscall.mkfifo(_dir.File(name), Mono.Unix.Native.FilePermissions.ALLPERMS));
+            else File.CreateSymbolicLink(_dir.File(name), target);
+            Rebase(_dir.File("top.qcow2"), name, "raw");
+            var e = OpenFails(_dir.File("top.qcow2"));
+            Assert.Equal(FvdErrorKind.PermissionDenied, e.Kind);
+        }
+    }
+
+    [Fact]
+    public void Convert_and_create_never_write_over_a_file_of_the_qcow2_chain()
+    {
+        Qemu.Require();
+        var raw = new byte[1 << 20];
+        new Random(4).NextBytes(raw);
+        File.WriteAllBytes(_dir.File("base.raw"), raw);
+        Qemu.Create(_dir.File("mid.qcow2"), 1 << 20, "", "base.raw", "raw");
+        Qemu.Create(_dir.File("top.qcow2"), 1 << 20, "", "mid.qcow2");
+        File.CreateSymbolicLink(_dir.File("alias.raw"), "base.raw");
+        foreach (var target in new[] { "base.raw", "alias.raw", "mid.qcow2" })
+        {
+            var e = Assert.Throws<FvdException>(() => Converter.Convert(_dir.File("top.qcow2"), _dir.File(target),
+                new ConvertOptions { SourceFormat = "qcow2", TargetFormat = "raw" }));
+            Assert.Equal(FvdErrorKind.InvalidArgument, e.Kind);
+            Assert.Contains("backing chain", e.Message, StringComparison.Ordinal);
+        }
+        Assert.Equal(raw, File.ReadAllBytes(_dir.File("base.raw")));
+
+        // Nor does create, whose data file is made with overwrite.
+        var c = Assert.Throws<FvdException>(() => FvdImage.Create(_dir.File("vm.fvd"),
+            new FvdCreateOptions { VirtualSize = 1 << 20, BackingFile = "top.qcow2", BackingFormat = "qcow2", DataFile = "base.raw" }));
+        Assert.Equal(FvdErrorKind.InvalidArgument, c.Kind);
+        Assert.Contains("qcow2 chain", c.Message, StringComparison.Ordinal);
+        Assert.Equal(raw, File.ReadAllBytes(_dir.File("base.raw")));
+    }
+
+    [Fact]
     public void Truncated_file_is_refused_at_every_length()
     {
         var img = Image();

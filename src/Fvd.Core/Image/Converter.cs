@@ -59,6 +59,8 @@ public static class Converter
             throw new FvdException(FvdErrorKind.InvalidArgument, "output is the same file as the input", target);
         string fmt = o.SourceFormat ?? DetectFormat(source);
         using var src = OpenSource(source, fmt);
+        if (src is Qcow2.Qcow2Device q && q.Uses(target))
+            throw new FvdException(FvdErrorKind.InvalidArgument, "output is a file of the input's qcow2 backing chain", target);
         if (src.Length == 0) throw new FvdException(FvdErrorKind.InvalidArgument, "input is empty", source);
         if (o.TargetFormat == "raw")
         {

@@ -128,6 +128,8 @@ public sealed partial class FvdImage : IBlockDevice
             if (backing is not null && (o.ZeroAware ?? !remote)) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
 
             string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
+            if (backing is Qcow2Device chain && (chain.Uses(path) || chain.Uses(dataPath)))
+                throw new FvdException(FvdErrorKind.InvalidArgument, "the image or its data file is a file of the backing's qcow2 chain", path);
             using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
             bool dataCreated = false;
             try

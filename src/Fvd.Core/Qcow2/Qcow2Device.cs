@@ -31,6 +31,7 @@ public sealed class Qcow2Device : IBlockDevice
     private readonly ClusterCache _inflated;
     private readonly string? _path;
     private readonly int _clusterBits;
+    private string[] _files = [];
 
     public Qcow2Header Header { get; }
     public long Length { get; }
@@ -124,7 +125,14 @@ public sealed class Qcow2Device : IBlockDevice
                         $"qcow2 backing format '{h.BackingFormat}' is not supported (raw or qcow2)", location),
                 };
             }
-            return Attach(file, h, backing, location, cacheBytes);
+            var dev = Attach(file, h, backing, location, cacheBytes);
+            dev._files = [id, .. backing switch
+            {
+                Qcow2Device q => q._files,
+                null => [],
+                _ => [Identity(Resolve(location, h.BackingFile!))],
+            }];
+            return dev;
         }
         catch
         {
@@ -155,6 +163,12 @@ public sealed class Qcow2Device : IBlockDevice
         }
         return Path.GetFullPath(location);
     }
+
+    /// <summary>
+    /// True when path is (by device and inode, or URL) this file or a file of its backing chain, so a
+    /// convert or create never writes over what it reads.
+    /// </summary>
+    public bool Uses(string path) => _files.Contains(Identity(path));
 
     public void Read(long offset, Span<byte> buffer)
     {
