@@ -31,7 +31,7 @@ public sealed class Qcow2Device : IBlockDevice
     private readonly ClusterCache _inflated;
     private readonly string? _path;
     private readonly int _clusterBits;
-    private string[] _files = [];
+    private readonly string[] _files; // identities of this file and its backing chain
 
     public Qcow2Header Header { get; }
     public long Length { get; }
@@ -41,8 +41,9 @@ public sealed class Qcow2Device : IBlockDevice
     /// <summary>The opened backing (raw or qcow2), when the image has one.</summary>
     public IBlockDevice? Backing => _backing;
 
-    private Qcow2Device(IBlockDevice file, Qcow2Header header, byte[] l1, IBlockDevice? backing, string? path, long cacheBytes)
+    private Qcow2Device(IBlockDevice file, Qcow2Header header, byte[] l1, IBlockDevice? backing, string? path, long cacheBytes, string[] files)
     {
+        _files = files;
         _file = file;
         Header = header;
         _l1 = l1;
@@ -81,15 +82,15 @@ public sealed class Qcow2Device : IBlockDevice
     public static Qcow2Device Attach(IBlockDevice file, IBlockDevice? backing, string? path = null, long cacheBytes = DefaultCacheBytes)
     {
         var h = ReadHeader(file, path);
-        return Attach(file, h, backing, path, cacheBytes);
+        return Attach(file, h, backing, path, cacheBytes, []);
     }
 
-    private static Qcow2Device Attach(IBlockDevice file, Qcow2Header h, IBlockDevice? backing, string? path, long cacheBytes)
+    private static Qcow2Device Attach(IBlockDevice file, Qcow2Header h, IBlockDevice? backing, string? path, long cacheBytes, string[] files)
     {
         // Validate bounded the size by MaxL1Bytes and by the file's length.
         var l1 = new byte[h.L1Size * Qcow2L1Entry.Bytes];
         if (l1.Length > 0) file.Read((long)h.L1TableOffset, l1);
-        return new Qcow2Device(file, h, l1, backing, path, cacheBytes);
+        return new Qcow2Device(file, h, l1, backing, path, cacheBytes, files);
     }
 
     /// <summary>
@@ -112,6 +113,7 @@ public sealed class Qcow2Device : IBlockDevice
         try
         {
             var h = ReadHeader(file, location);
+            string[] below = [];
             if (h.BackingFile is not null)
             {
                 string resolved = Resolve(location, h.BackingFile);
@@ -124,15 +126,9 @@ public sealed class Qcow2Device : IBlockDevice
                     _ => throw new FvdException(FvdErrorKind.UnsupportedFeature,
                         $"qcow2 backing format '{h.BackingFormat}' is not supported (raw or qcow2)", location),
                 };
+                below = backing is Qcow2Device q ? q._files : [Identity(resolved)];
             }
-            var dev = Attach(file, h, backing, location, cacheBytes);
-            dev._files = [id, .. backing switch
-            {
-                Qcow2Device q => q._files,
-                null => [],
-                _ => [Identity(Resolve(location, h.BackingFile!))],
-            }];
-            return dev;
+            return Attach(file, h, backing, location, cacheBytes, [id, .. below]);
         }
         catch
         {
