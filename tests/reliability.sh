@@ -4,6 +4,7 @@
 #   tests/reliability.sh            short run for CI (a few minutes on 2 cores)
 #   LONG=1 tests/reliability.sh     the long run (--long)
 #   SEED=7 tests/reliability.sh     another seed
+# Figures: crash-states, race-sim, fsx-*, fuzzed-images, fuzzed-qcow2 (needs qemu-img), security.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build src/Fvd.Reliability/Fvd.Reliability.csproj -c Release -nologo -v quiet

@@ -1,4 +1,4 @@
-// fvd-img convert [-p] [-f FMT] [-O raw|fvd] [-o OPTS] [-S SIZE] SRC DST — sparse in, sparse out.
+// fvd-img convert [-p] [-f raw|fvd|qcow2] [-O raw|fvd] [-o OPTS] [-S SIZE] SRC DST — sparse in, sparse out.
 using System.CommandLine;
 using Fvd.Core.Image;
 
@@ -7,10 +7,10 @@ namespace Fvd.Img;
 internal sealed class ConvertCommand(Cli cli) : ImgCommand(cli)
 {
     protected override string Name => "convert";
-    protected override string Description => "Convert raw to fvd, fvd to raw, or flatten fvd to fvd (no backing); holes stay holes.";
+    protected override string Description => "Convert raw, fvd or qcow2 to raw or fvd (flattened, no backing); holes stay holes.";
 
     private readonly Option<bool> _progress = CommonOptions.Progress();
-    private readonly Option<string?> _format = CommonOptions.Format("Input format: raw or fvd (default: fvd if it has the FVD magic, else raw)");
+    private readonly Option<string?> _format = CommonOptions.Format("Input format: raw, fvd or qcow2 (default: by magic, else raw)");
     private readonly Option<string> _outFormat = new("-O", "--output-format") { Description = "Output format: raw or fvd", DefaultValueFactory = _ => "raw", HelpName = "raw|fvd" };
     private readonly Option<string[]> _options = new("-o", "--options") { Description = "Creation options for -O fvd, as for create (-o help)", HelpName = "OPTS" };
     private readonly Option<string?> _sparse = new("-S", "--sparse-size") { Description = "Granule of zero detection (default 4K); 0 writes every byte", HelpName = "SIZE" };
@@ -40,8 +40,8 @@ internal sealed class ConvertCommand(Cli cli) : ImgCommand(cli)
         if (!Converter.Formats.Contains(outFormat))
             throw new UsageException($"unknown output format '{outFormat}' (supported: raw, fvd)");
         string? inFormat = p.GetValue(_format);
-        if (inFormat is not null && !Converter.Formats.Contains(inFormat))
-            throw new UsageException($"unknown input format '{inFormat}' (supported: raw, fvd)");
+        if (inFormat is not null && !Converter.SourceFormats.Contains(inFormat))
+            throw new UsageException($"unknown input format '{inFormat}' (supported: raw, fvd, qcow2)");
         if (lists is { Length: > 0 } && outFormat != "fvd")
             throw new UsageException("-o options apply only to -O fvd");
         var opts = ImageOptions.Parse(lists, allowBacking: false);

@@ -44,9 +44,13 @@ internal abstract class InspectCommand(Cli cli) : ImgCommand(cli)
 
     protected override int Execute(ParseResult p)
     {
-        CommonOptions.RequireFvd(p.GetValue(_format));
+        string? format = p.GetValue(_format);
+        if (!(AcceptsQcow2 && format == "qcow2")) CommonOptions.RequireFvd(format);
         return Inspect(p.GetValue(_image)!, json: p.GetValue(_output) == "json");
     }
 
     protected abstract int Inspect(string path, bool json);
+
+    /// <summary>True when the command also reads qcow2 files (-f qcow2, or found by magic).</summary>
+    protected virtual bool AcceptsQcow2 => false;
 }

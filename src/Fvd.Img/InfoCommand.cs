@@ -1,8 +1,11 @@
 // fvd-img info [--output=human|json] IMAGE — every header field, read without taking the image lock.
+// A qcow2 file (found by magic) gets a short summary of its header instead.
 using System.CommandLine;
 using System.Text.Json;
 using Fvd.Core.Format;
 using Fvd.Core.Image;
+using Fvd.Core.Io;
+using Fvd.Core.Qcow2;
 
 namespace Fvd.Img;
 
@@ -12,8 +15,15 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
     protected override string Description => "Show every header field of an image (works while it is mounted).";
 
 
+    protected override bool AcceptsQcow2 => true;
+
     protected override int Inspect(string path, bool json)
     {
+        if (File.Exists(path) && Converter.DetectFormat(path) == "qcow2")
+        {
+            WriteQcow2(path, json);
+            return ExitCode.Ok;
+        }
         var info = ImageInfo.Read(path);
         if (json) WriteJson(info);
         else WriteHuman(info);
@@ -146,6 +156,56 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
                 w.WritePropertyName("live-status");
                 live.Status.WriteTo(w);
             }
+            w.WriteEndObject();
+        }
+        Cli.Out.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+    }
+
+    /// <summary>A qcow2 file (a template or a convert source): its header only, as qemu-img info names the fields.</summary>
+    private void WriteQcow2(string path, bool json)
+    {
+        Qcow2Header h;
+        using (var f = FileDevice.Open(path, readOnly: true)) h = Qcow2Device.ReadHeader(f, path);
+        string compression = h.Compression.ToString().ToLowerInvariant();
+        if (!json)
+        {
+            var o = Cli.Out;
+            o.WriteLine($"image: {path}");
+            o.WriteLine("file format: qcow2");
+            o.WriteLine($"virtual size: {Sizes.Human((long)h.Size)} ({h.Size} bytes)");
+            o.WriteLine($"cluster size: {h.ClusterSize}");
+            if (h.BackingFile is not null)
+            {
+                o.WriteLine($"backing file: {h.BackingFile}");
+                o.WriteLine($"backing file format: {h.BackingFormat ?? "(not recorded)"}");
+            }
+            o.WriteLine("Format specific information:");
+            o.WriteLine($"    version: {h.Version}");
+            o.WriteLine($"    compression type: {compression}");
+            o.WriteLine($"    extended l2: {(h.ExtendedL2 ? "true" : "false")}");
+            return;
+        }
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        {
+            w.WriteStartObject();
+            w.WriteNumber("virtual-size", h.Size);
+            w.WriteString("filename", path);
+            w.WriteNumber("cluster-size", h.ClusterSize);
+            w.WriteString("format", "qcow2");
+            if (h.BackingFile is not null)
+            {
+                w.WriteString("backing-filename", h.BackingFile);
+                if (h.BackingFormat is not null) w.WriteString("backing-filename-format", h.BackingFormat);
+            }
+            w.WriteStartObject("format-specific");
+            w.WriteString("type", "qcow2");
+            w.WriteStartObject("data");
+            w.WriteNumber("version", h.Version);
+            w.WriteString("compression-type", compression);
+            w.WriteBoolean("extended-l2", h.ExtendedL2);
+            w.WriteEndObject();
+            w.WriteEndObject();
             w.WriteEndObject();
         }
         Cli.Out.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));

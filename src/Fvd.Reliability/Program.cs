@@ -4,6 +4,7 @@
 //   fvd-reliability sim [--seeds N] [--requests N] [--seed S]
 //   fvd-reliability fsx --path FILE --ops N --seed S [--direct] [--size BYTES]
 //   fvd-reliability fuzz [--count N] [--seed S]
+//   fvd-reliability fuzz-qcow2 [--count N] [--seed S]
 // Every figure prints one line ending in "N passed, N failed"; the exit code is 1 on any failure.
 using System.Diagnostics;
 
@@ -16,7 +17,8 @@ public static class Program
         if (args.Length == 0 || args[0] is "-h" or "--help")
         {
             Console.WriteLine("usage: fvd-reliability all [--long] [--seed S] | crash [--workloads N] [--seed S] | sim [--seeds N] [--requests N] [--seed S]\n"
-                + "       | fsx --path FILE [--ops N] [--seed S] [--direct] [--size BYTES] | fuzz [--count N] [--seed S]");
+                + "       | fsx --path FILE [--ops N] [--seed S] [--direct] [--size BYTES] | fuzz [--count N] [--seed S]\n"
+                + "       | fuzz-qcow2 [--count N] [--seed S]");
             return args.Length == 0 ? 2 : 0;
         }
         int seed = (int)Args.GetLong(args, "--seed", 1);
@@ -47,11 +49,15 @@ public static class Program
                 case "fuzz":
                     results.Add(Timed(() => new HostileImageFuzzer().Run(seed, (int)Args.GetLong(args, "--count", 100_000))));
                     break;
+                case "fuzz-qcow2":
+                    results.Add(Timed(() => new Qcow2Fuzzer().Run(seed, (int)Args.GetLong(args, "--count", 20_000))));
+                    break;
                 case "all":
                     results.Add(Timed(() => new CrashStateHarness().Run(seed, longRun ? 2000 : 200)));
                     results.Add(Timed(() => new RaceSimulator { Requests = longRun ? 10_000 : 2000 }.Run(seed, longRun ? 1000 : 200)));
                     results.AddRange(FsxAll(seed, longRun));
                     results.Add(Timed(() => new HostileImageFuzzer().Run(seed, longRun ? 2_000_000 : 100_000)));
+                    results.Add(Timed(() => new Qcow2Fuzzer().Run(seed, longRun ? 200_000 : 20_000)));
                     results.Add(Timed(SecurityChecks.Run));
                     break;
                 default:

@@ -64,7 +64,7 @@ public static class SecurityChecks
             Refused("backing is /dev/zero (character device)", Rewrite("zero.fvd", h => h with { BackingPath = "/dev/zero" }));
             Refused("backing is /dev/null (character device)", Rewrite("null.fvd", h => h with { BackingPath = "/dev/null" }));
             Refused("backing is a directory", Rewrite("dir.fvd", h => h with { BackingPath = "/tmp" }));
-            Refused("backing format qcow2 (never probed or accepted)", Rewrite("qcow.fvd", h => h with { BackingFormat = "qcow2" }));
+            Refused("backing format qcow2 over a raw file (formats are never probed)", Rewrite("qcow.fvd", h => h with { BackingFormat = "qcow2" }));
             Refused("backing path with a protocol prefix (nbd:)", Rewrite("nbd.fvd", h => h with { BackingPath = "nbd:localhost:10809" }));
             Refused("backing path json:{...}", Rewrite("json.fvd", h => h with { BackingPath = "json:{\"file.filename\":\"/etc/passwd\"}" }));
             Refused("data file outside the image directory (../)", Rewrite("dotdot.fvd", h => h with { DataFile = "../x.data" }));

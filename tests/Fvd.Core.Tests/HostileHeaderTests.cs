@@ -555,8 +555,11 @@ public class HostileHeaderTests
     public void BackingFieldsInconsistent()
     {
         using var h = new HostileImage();
+        h.SetString(512, 16, "vmdk"u8.ToArray());
+        h.ExpectFailure(FvdErrorKind.UnsupportedFeature, "vmdk", "raw or qcow2");
+        // The recorded format is used, never probed: a raw file named as qcow2 is no qcow2.
         h.SetString(512, 16, "qcow2"u8.ToArray());
-        h.ExpectFailure(FvdErrorKind.UnsupportedFeature, "qcow2", "only raw");
+        h.ExpectFailure(FvdErrorKind.InvalidFormat, "not a qcow2 image");
         h.SetString(512, 16, Array.Empty<byte>());
         h.ExpectFailure(FvdErrorKind.InvalidFormat, "no backing format");
         h.SetString(512, 16, "raw"u8.ToArray());

@@ -323,7 +323,8 @@ public sealed class CliTests : IDisposable
         Fails("unknown output format 'qcow2'", "convert", "-O", "qcow2", _h.P("base.raw"), _h.P("o"));
         Fails("backing file not found", "create", "-b", _h.P("missing.raw"), "-F", "raw", _h.P("y.fvd"));
         Fails("specify -F raw", "create", "-b", _h.P("base.raw"), _h.P("z.fvd"));
-        Fails("backing format 'qcow2' is not supported", "create", "-b", _h.P("base.raw"), "-F", "qcow2", _h.P("z.fvd"));
+        Fails("backing format 'vmdk' is not supported", "create", "-b", _h.P("base.raw"), "-F", "vmdk", _h.P("z.fvd"));
+        Fails("not a qcow2 image", "create", "-b", _h.P("base.raw"), "-F", "qcow2", _h.P("z.fvd"));
         Fails($"{_h.P("junk.fvd")}: not an FVD image", "info", _h.P("junk.fvd"));
         Fails($"{_h.P("junk.fvd")}: not an FVD image", "map", _h.P("junk.fvd"));
         Fails("file not found", "convert", _h.P("nothing.raw"), _h.P("o2.raw"));

@@ -58,6 +58,9 @@ public sealed record FvdHeader
 
     public static ReadOnlySpan<byte> Magic => "FVDIMG\r\n"u8;
 
+    /// <summary>The backing_format values a reader accepts.</summary>
+    public static readonly string[] BackingFormats = ["raw", "qcow2"];
+
     internal static class Offsets
     {
         public const int Magic = 0;
@@ -266,11 +269,9 @@ public sealed record FvdHeader
         if (BackingSize > 0 && BackingPath.Length == 0) throw Bad(path, "backing size set but no backing path");
         if (BackingSize == 0 && (BackingPath.Length != 0 || BitmapLength != 0))
             throw Bad(path, "backing path or bitmap present but backing size is 0");
-        if (BackingFormat.Length > 0 && BackingFormat != "raw")
-            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{BackingFormat}' is not supported (only raw)", path);
-        // As qemu reads it: a ':' before any '/' makes a protocol prefix ("nbd:", "json:", "nbd+unix:", "gluster+tcp:").
-        if (BackingPath.Contains(':') && !BackingPath.Split(':')[0].Contains('/')
-            && !BackingPath.StartsWith("http://", StringComparison.Ordinal) && !BackingPath.StartsWith("https://", StringComparison.Ordinal))
+        if (BackingFormat.Length > 0 && !BackingFormats.Contains(BackingFormat))
+            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{BackingFormat}' is not supported (raw or qcow2)", path);
+        if (LooksLikeProtocol(BackingPath))
             throw Bad(path, $"backing path '{BackingPath}' looks like a protocol prefix; only plain paths are accepted");
         long expectBitmap = CeilDiv(BitmapBlocks, 8);
         if (BitmapLength != expectBitmap) throw Bad(path, $"bitmap length {BitmapLength} does not match {expectBitmap} derived from backing size and block size");
@@ -311,6 +312,14 @@ public sealed record FvdHeader
         }
         Prefetch.Validate(BlockSize, path);
     }
+
+    /// <summary>
+    /// As qemu reads a backing name: a ':' before any '/' makes a protocol prefix ("nbd:", "json:",
+    /// "nbd+unix:"); only plain paths and http(s) URLs are backings here.
+    /// </summary>
+    public static bool LooksLikeProtocol(string backing) =>
+        backing.Contains(':') && !backing.Split(':')[0].Contains('/')
+        && !backing.StartsWith("http://", StringComparison.Ordinal) && !backing.StartsWith("https://", StringComparison.Ordinal);
 
     private static string DescribeIncompatible(IncompatibleFeatures f)
     {

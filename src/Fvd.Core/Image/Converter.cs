@@ -1,4 +1,4 @@
-// Image conversion (fvd-img convert): raw -> fvd, fvd -> raw, fvd -> fvd (flattened, no backing).
+// Image conversion (fvd-img convert): raw, fvd or qcow2 -> raw or fvd (flattened, no backing).
 // Sparse-aware both ways: source holes are found with GetExtent (SEEK_DATA/SEEK_HOLE, or the FVD map) and
 // skipped, and data regions are scanned in granules of SparseSize bytes so all-zero granules are not
 // written either. The output is created at its full length, sparse, so skipped ranges read as zeros.
@@ -8,7 +8,7 @@ namespace Fvd.Core.Image;
 
 public sealed record ConvertOptions
 {
-    /// <summary>Source format: "raw", "fvd" or null to detect (FVD magic = fvd, anything else = raw).</summary>
+    /// <summary>Source format: "raw", "fvd", "qcow2" or null to detect by magic (anything else = raw).</summary>
     public string? SourceFormat { get; init; }
     /// <summary>Output format: "raw" or "fvd".</summary>
     public string TargetFormat { get; init; } = "raw";
@@ -22,11 +22,15 @@ public sealed record ConvertOptions
 
 public static class Converter
 {
+    /// <summary>Output formats.</summary>
     public static readonly string[] Formats = ["raw", "fvd"];
+    /// <summary>Input formats.</summary>
+    public static readonly string[] SourceFormats = ["raw", "fvd", "qcow2"];
 
     /// <summary>
     /// "fvd" when the file starts with the FVD magic, or has it at 4096 (the second header copy, which keeps
-    /// the image usable when the first is damaged); else "raw". Never looks at a backing.
+    /// the image usable when the first is damaged); "qcow2" when it starts with the qcow2 magic; else "raw".
+    /// Never looks at a backing.
     /// </summary>
     public static string DetectFormat(string path)
     {
@@ -38,6 +42,7 @@ public static class Converter
         if (dev.Length < magic.Length) return "raw";
         dev.Read(0, magic);
         if (magic.SequenceEqual(Format.FvdHeader.Magic)) return "fvd";
+        if (Qcow2.Qcow2Header.HasMagic(magic)) return "qcow2";
         if (dev.Length < Format.FvdHeader.Size + magic.Length) return "raw";
         dev.Read(Format.FvdHeader.Size, magic);
         return magic.SequenceEqual(Format.FvdHeader.Magic) ? "fvd" : "raw";
@@ -49,7 +54,8 @@ public static class Converter
         "fvd" => FvdImage.Open(path, new FvdOpenOptions { ReadOnly = true }),
         "raw" => File.Exists(path) ? FileDevice.Open(path, readOnly: true)
             : throw new FvdException(FvdErrorKind.NotFound, "file not found", path),
-        _ => throw new FvdException(FvdErrorKind.InvalidArgument, $"unknown format '{format}' (raw or fvd)", path),
+        "qcow2" => FvdImage.OpenBacking(path, "qcow2", new FvdOpenOptions()),
+        _ => throw new FvdException(FvdErrorKind.InvalidArgument, $"unknown format '{format}' (raw, fvd or qcow2)", path),
     };
 
     public static void Convert(string source, string target, ConvertOptions o)
@@ -61,6 +67,8 @@ public static class Converter
             throw new FvdException(FvdErrorKind.InvalidArgument, "output is the same file as the input", target);
         string fmt = o.SourceFormat ?? DetectFormat(source);
         using var src = OpenSource(source, fmt);
+        if (src is Qcow2.Qcow2Device q && q.Uses(target))
+            throw new FvdException(FvdErrorKind.InvalidArgument, "output is a file of the input's qcow2 backing chain", target);
         if (src.Length == 0) throw new FvdException(FvdErrorKind.InvalidArgument, "input is empty", source);
         if (o.TargetFormat == "raw")
         {

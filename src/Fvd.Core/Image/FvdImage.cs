@@ -9,6 +9,7 @@
 // concerned, the image is never marked clean, and the header gets the corrupt mark (cleared by fvd-img check -r all).
 using Fvd.Core.Format;
 using Fvd.Core.Io;
+using Fvd.Core.Qcow2;
 
 namespace Fvd.Core.Image;
 
@@ -84,8 +85,8 @@ public sealed partial class FvdImage : IBlockDevice
         long vsize = FvdHeader.AlignUp(o.VirtualSize, 512);
         if (o.VirtualSize <= 0 || vsize > FvdHeader.MaxVirtualSize)
             throw new FvdException(FvdErrorKind.InvalidArgument, $"virtual size {o.VirtualSize} must be between 1 byte and 64 TiB", path);
-        if (o.BackingFile is not null && o.BackingFormat != "raw")
-            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{o.BackingFormat}' is not supported (only raw)", path);
+        if (o.BackingFile is not null && !FvdHeader.BackingFormats.Contains(o.BackingFormat))
+            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{o.BackingFormat}' is not supported (raw or qcow2)", path);
         if (!o.Overwrite && File.Exists(path))
             throw new FvdException(FvdErrorKind.InvalidArgument, "file exists (use a new name)", path);
 
@@ -95,10 +96,10 @@ public sealed partial class FvdImage : IBlockDevice
         if (o.BackingFile is not null)
         {
             backingResolved = ResolveRelative(path, o.BackingFile);
-            backing = OpenBacking(backingResolved, new FvdOpenOptions());
+            backing = OpenBacking(backingResolved, o.BackingFormat, new FvdOpenOptions());
             backingSize = Math.Min(backing.Length, vsize);
         }
-        bool remote = backing is HttpRangeDevice;
+        bool remote = backing is HttpRangeDevice or Qcow2Device { IsRemote: true };
         try
         {
             int bs = o.BlockSize != 0 ? o.BlockSize : DefaultBlockSize(Math.Max(backingSize, 1));
@@ -133,6 +134,8 @@ public sealed partial class FvdImage : IBlockDevice
             if (backing is not null && (o.ZeroAware ?? !remote)) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
 
             string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
+            if (backing is Qcow2Device chain && (chain.Uses(path) || chain.Uses(dataPath)))
+                throw new FvdException(FvdErrorKind.InvalidArgument, "the image or its data file is a file of the backing's qcow2 chain", path);
             using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
             bool dataCreated = false;
             try
@@ -182,7 +185,7 @@ public sealed partial class FvdImage : IBlockDevice
                 long endBlock = e.End >= backingSize ? bitmap.Blocks : e.End / bs;
                 if (endBlock > first) bitmap.SetRange(first, endBlock - first);
             }
-            else
+            else if (backing is not Qcow2Device) // a qcow2's tables already say what is zero; its data is not read
             {
                 long start = e.Offset / bs * bs;
                 long end = Math.Min(FvdHeader.AlignUp(e.End, bs), backingSize);
@@ -205,11 +208,22 @@ public sealed partial class FvdImage : IBlockDevice
     }
 
     /// <summary>The size of a backing (path relative to the image, or URL), opened as Create would open it.</summary>
-    public static long BackingLength(string imagePath, string backing)
+    public static long BackingLength(string imagePath, string backing, string format = "raw")
     {
-        using var dev = OpenBacking(ResolveRelative(imagePath, backing), new FvdOpenOptions());
+        using var dev = OpenBacking(ResolveRelative(imagePath, backing), format, new FvdOpenOptions());
         return dev.Length;
     }
+
+    /// <summary>
+    /// Opens a backing read-only in its recorded format, never probed. A qcow2's own chain goes through the
+    /// same file policy (regular files, devices only when allowed).
+    /// </summary>
+    internal static IBlockDevice OpenBacking(string resolved, string format, FvdOpenOptions o) => format switch
+    {
+        "raw" => OpenBacking(resolved, o),
+        "qcow2" => Qcow2Device.Open(resolved, r => OpenBacking(r, o)),
+        _ => throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{format}' is not supported (raw or qcow2)", resolved),
+    };
 
     private static IBlockDevice OpenBacking(string resolved, FvdOpenOptions o)
     {
@@ -273,7 +287,7 @@ public sealed partial class FvdImage : IBlockDevice
                 backingPath = ResolveRelative(path, header.BackingPath);
                 try
                 {
-                    backing = OpenBacking(backingPath, o);
+                    backing = OpenBacking(backingPath, header.BackingFormat, o);
                 }
                 catch (FvdException) when (o.AllowMissingBacking)
                 {

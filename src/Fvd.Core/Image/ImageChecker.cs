@@ -203,9 +203,18 @@ public static class ImageChecker
                 r.Add(CheckSeverity.Error, $"backing {bpath} is a {kind.ToString().ToLowerInvariant()}, not a regular file");
             else
             {
-                using var b = FileDevice.Open(bpath, readOnly: true);
-                if (b.Length < h.BackingSize)
-                    r.Add(CheckSeverity.Error, $"backing file {bpath} is {b.Length} bytes, smaller than the {h.BackingSize} bytes the image was created over");
+                try
+                {
+                    // A qcow2 backing is measured by its virtual size, not its file size.
+                    using var b = h.BackingFormat == "qcow2" ? FvdImage.OpenBacking(bpath, "qcow2", new FvdOpenOptions())
+                        : FileDevice.Open(bpath, readOnly: true);
+                    if (b.Length < h.BackingSize)
+                        r.Add(CheckSeverity.Error, $"backing file {bpath} is {b.Length} bytes, smaller than the {h.BackingSize} bytes the image was created over");
+                }
+                catch (FvdException e)
+                {
+                    r.Add(CheckSeverity.Error, $"backing {bpath}: {e.Message}");
+                }
             }
         }
 

@@ -49,7 +49,9 @@ public sealed record ImageInfo
         {
             try
             {
-                if (File.Exists(backingFull)) backingActual = new FileInfo(backingFull).Length;
+                // A qcow2's file size is not the size of the disk it holds.
+                if (h.BackingFormat == "qcow2") backingActual = img.BackingDevice?.Length;
+                else if (File.Exists(backingFull)) backingActual = new FileInfo(backingFull).Length;
             }
             catch (IOException) { }
         }
