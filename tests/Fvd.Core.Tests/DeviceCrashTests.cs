@@ -268,4 +268,27 @@ public sealed class DeviceCrashTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("injected Write failure", e.Message);
         Assert.Equal(0, image.Bitmap.CountSet());
     }
+
+    [Fact]
+    public void FlushWithNothingWrittenSinceTheLastOneSkipsTheDataSync()
+    {
+        using var image = ImageFailingOn(9, RecordedOp.Flush, () => false, out _, out _);
+        int dataSyncs = 0;
+        image.WrapDataDeviceForTests(inner => new RecordingDevice(inner)
+        {
+            Before = o => { if (o.Op == RecordedOp.Flush) dataSyncs++; },
+        });
+        image.Write(2048, new byte[1024]);   // whole blocks over the backing: bits set
+        image.Flush();
+        Assert.Equal(1, dataSyncs);
+        image.Flush();                        // nothing written since: an FSYNC after an O_DSYNC write
+        var buf = new byte[4096];
+        image.Read(0, buf);                   // reads write nothing
+        image.Flush();
+        Assert.Equal(1, dataSyncs);
+        image.Write(50_000, new byte[512]);  // past the backing: no bit, but the data must still be synced
+        image.Flush();
+        Assert.Equal(2, dataSyncs);
+    }
 }
+

@@ -151,6 +151,7 @@ public sealed partial class FvdImage
                     while (e < gEnd && !_bitmap.Get(first + e)) e++;
                     long from = b << _blockShift, to = Math.Min(e << _blockShift, content.Length);
                     _data.Write(offset + from, content[(int)from..(int)to]);
+                    MarkDataWritten();
                     _bitmap.SetRange(first + b, e - b);
                     saved += to - from;
                     b = e;

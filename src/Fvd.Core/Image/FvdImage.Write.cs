@@ -131,6 +131,7 @@ public sealed partial class FvdImage
             if (op == Op.Write) src[..(int)(to - from)].CopyTo(piece);
             else piece.Clear();
             _data.Write(start, b);
+            MarkDataWritten();
         }
         finally
         {
@@ -147,6 +148,7 @@ public sealed partial class FvdImage
             case Op.Discard: _data.Discard(offset, length); break;
             default: _data.WriteZeroes(offset, length); break;
         }
+        MarkDataWritten();
     }
 
     /// <summary>Releases what LockStripes took, in reverse order, and returns its rented buffer.</summary>
