@@ -34,11 +34,13 @@ public sealed class Qcow2TemplateMountTests
 
         rig.Mount();
         FvdRig.SameBytes(expected, rig.ReadView(0, rig.VirtualSize), "the view over the qcow2");
-        var pattern = Kernel.Pattern(300_000, 5);
+        // Sector-aligned: reading the whole view with copy-on-read finishes the image, and a finished image
+        // is passed through, where O_DIRECT follows the data file's alignment rules (man/fvdmount.1).
+        var pattern = Kernel.Pattern(300_032, 5);
         string pat = Path.Combine(rig.Dir, "pattern");
         File.WriteAllBytes(pat, pattern);
-        Kernel.Ok("dd", $"if={pat}", $"of={rig.View}", "bs=4096", "seek=1500000", "oflag=seek_bytes,direct", "conv=notrunc,fsync", "status=none");
-        pattern.CopyTo(expected, 1_500_000);
+        Kernel.Ok("dd", $"if={pat}", $"of={rig.View}", "bs=4096", "seek=1500160", "oflag=seek_bytes,direct", "conv=notrunc,fsync", "status=none");
+        pattern.CopyTo(expected, 1_500_160);
         FvdRig.SameBytes(expected, rig.ReadView(0, rig.VirtualSize), "the view after a write");
         rig.Unmount();
 
