@@ -208,6 +208,7 @@ public static partial class Program
             Console.Error.WriteLine($"fvdmount: serving {string.Join(", ", s.Images)} at {server.MountPoint}");
         }
 
+        server.ConnectionEnded = () => { foreach (var o in devices) o.MarkClosing(); };
         stop.Attach(server);
 
         int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices, s.RecordProfile)) Environment.ExitCode = ExitRuntime; });

@@ -91,12 +91,16 @@ internal static class LockHolders
     /// Runs tryLock until it succeeds. While it fails because of a holder that is closing (closingMarked) or
     /// exiting, waits up to wait.Timeout; a live holder, or the timeout, ends in refuse(pid or 0, timedOut).
     /// </summary>
+    private const int PollMs = 50;
+    private const int LiveChecks = 4;     // a live holder is refused after ~0.2 s
+    private const int UnknownChecks = 20;
+
     public static void Wait(FileIdentity id, bool exclusive, LockWait wait, Func<bool> tryLock, Func<bool> closingMarked,
         Func<int, bool, Exception> refuse, string path)
     {
         var sw = Stopwatch.StartNew();
         bool told = false;
-        int unknown = 0;
+        int unsure = 0;
         while (!tryLock())
         {
             if (wait.Timeout <= TimeSpan.Zero) throw refuse(0, false);
@@ -107,9 +111,14 @@ internal static class LockHolders
             int pid = holders.Count > 0 ? holders[0] : 0;
             if (!marked && !exiting)
             {
-                // No holder listed (it let go between our calls, or /proc does not show it): retry briefly,
-                // then treat it as live.
-                if (holders.Count > 0 || ++unknown > 20) throw refuse(pid, false);
+                // A live holder: look again for a moment (LiveChecks), since a daemon that umount has just
+                // disconnected needs a few milliseconds to mark its images closing. No holder listed (it let
+                // go between our calls, or /proc does not show it): retry for up to a second.
+                if (++unsure > (holders.Count > 0 ? LiveChecks : UnknownChecks)) throw refuse(pid, false);
+            }
+            else
+            {
+                unsure = 0;
             }
             if (sw.Elapsed >= wait.Timeout) throw refuse(pid, true);
             if (!told && sw.Elapsed >= TimeSpan.FromSeconds(1) && wait.Notice is { } notice)
@@ -119,7 +128,7 @@ internal static class LockHolders
                     ? $"{path}: waiting for process {pid}, which is closing the image, to release it (up to {wait.Timeout.TotalSeconds:0} s)"
                     : $"{path}: waiting for the process closing the image to release it (up to {wait.Timeout.TotalSeconds:0} s)");
             }
-            Thread.Sleep(50);
+            Thread.Sleep(PollMs);
         }
     }
 }
