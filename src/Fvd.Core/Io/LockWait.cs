@@ -4,9 +4,10 @@
 // exiting process is waited for (bounded); a lock held by a live writer is refused at once.
 //
 // "Closing" is seen two ways (man/fvd.5, LOCKING):
-//  - the owner marks it: at the start of FvdImage.Dispose it takes an open-file-description read lock on a
-//    byte far past the end of NAME.fvd (FileDevice.MarkClosing), which any other open of the file can test
-//    with F_OFD_GETLK, in this process or another;
+//  - the owner marks it: at the start of FvdImage.Dispose (fvdmount: as soon as the kernel ends the FUSE
+//    connection) it takes an open-file-description read lock on a byte far past the end of NAME.fvd
+//    (FileDevice.MarkClosing), which any other open of the file can test with F_OFD_GETLK, in this process
+//    or another;
 //  - the kernel shows it: the flock holder's pid (from /proc/locks, matched by device and inode) is a zombie
 //    or dead (state Z/X), has PF_EXITING set, or has SIGKILL pending.
 using System.Diagnostics;
