@@ -130,6 +130,40 @@ public sealed class LockTests : IDisposable
     }
 
     [Fact]
+    public void The_holder_is_found_in_proc_locks_by_device_and_inode()
+    {
+        string path = NewImage();
+        using var img = FvdImage.Open(path);
+        var id = FileIdentity.Of(path)!.Value;
+        Assert.Equal([Environment.ProcessId], LockHolders.Of(id, exclusive: false));
+        Assert.Equal(HolderState.Live, LockHolders.State(Environment.ProcessId));
+        Assert.Empty(LockHolders.Of(FileIdentity.Of(_dir.File("a.data"))!.Value with { Inode = 1 }, exclusive: true));
+    }
+
+    [Fact]
+    public void A_zombie_counts_as_exiting()
+    {
+        // sh forks a short sleep and execs a long one, which never reaps it: a zombie for as long as sleep runs.
+        var psi = new System.Diagnostics.ProcessStartInfo("sh", ["-c", "sleep 0.2 & echo $!; exec sleep 30"]) { RedirectStandardOutput = true };
+        using var sh = System.Diagnostics.Process.Start(psi)!;
+        try
+        {
+            int zombie = int.Parse(sh.StandardOutput.ReadLine()!, System.Globalization.CultureInfo.InvariantCulture);
+            var state = HolderState.Live;
+            for (int i = 0; i < 200 && state == HolderState.Live; i++)
+            {
+                state = LockHolders.State(zombie);
+                if (state == HolderState.Live) Thread.Sleep(10);
+            }
+            Assert.Equal(HolderState.Exiting, state);
+        }
+        finally
+        {
+            sh.Kill();
+        }
+    }
+
+    [Fact]
     public void A_second_image_naming_an_open_images_data_file_is_refused()
     {
         // b.fvd is a copy of a.fvd's metadata, so its data file is a.data too: two writers of one file.
