@@ -41,6 +41,14 @@ public sealed class FuseServer : IDisposable
     public string MountPoint { get; }
     public FuseDispatcher Dispatcher { get; }
 
+    /// <summary>
+    /// Called once, on the thread that first sees the connection end (umount, from us or from outside),
+    /// before the request threads are joined: fvdmount marks its images closing there, so a command
+    /// run right after umount waits for the final flush instead of finding the image in use.
+    /// </summary>
+    public Action? ConnectionEnded { get; set; }
+    private int _endReported;
+
     /// <summary>True once every request thread has stopped (the connection is gone).</summary>
     public bool HasExited => _exited.IsSet;
 
@@ -139,6 +147,31 @@ public sealed class FuseServer : IDisposable
             _threads[i] = new Thread(RequestLoop) { IsBackground = true, Name = $"fuse-{i}" };
             _threads[i].Start();
         }
+        new Thread(WatchConnection) { IsBackground = true, Name = "fuse-watch" }.Start();
+    }
+
+    /// <summary>
+    /// Reports the end of the connection as soon as the kernel aborts it, even while every request thread is
+    /// still busy with a write the abort left behind: poll with no events asked for returns only with
+    /// POLLERR, which /dev/fuse reports once the connection is gone.
+    /// </summary>
+    private unsafe void WatchConnection()
+    {
+        var pfd = new Native.PollFd { Fd = _fd, Events = 0 };
+        while (pfd.Fd >= 0)
+        {
+            int r = Native.poll(&pfd, 1, -1);
+            if (r < 0 && Marshal.GetLastPInvokeError() == Errno.EINTR) continue;
+            if (r < 0 || (pfd.Revents & (Native.POLLERR | Native.POLLHUP | Native.POLLNVAL)) != 0) break;
+        }
+        ReportConnectionEnded();
+    }
+
+    private void ReportConnectionEnded()
+    {
+        if (Interlocked.Exchange(ref _endReported, 1) != 0) return;
+        try { ConnectionEnded?.Invoke(); }
+        catch (Exception e) { Console.Error.WriteLine($"fvdmount: internal error: {e.Message}"); }
     }
 
     private unsafe void RequestLoop()
@@ -159,6 +192,7 @@ public sealed class FuseServer : IDisposable
                         // EINTR: the runtime signals its threads; ENOENT: the request was interrupted; EAGAIN: spurious.
                         if (err is Errno.EINTR or Errno.EAGAIN or Errno.ENOENT) continue;
                         if (err != Errno.ENODEV) Console.Error.WriteLine($"fvdmount: reading /dev/fuse: {Native.StrError(err)}");
+                        ReportConnectionEnded();
                         return; // ENODEV: unmounted (by us or from outside)
                     }
                     var request = new ReadOnlySpan<byte>(rp, (int)n);

@@ -1,4 +1,4 @@
-// The libc calls .NET does not expose: raw read/write on /dev/fuse, mount(2), umount2(2), setsid, dup2.
+// The libc calls .NET does not expose: raw read/write/poll on /dev/fuse, mount(2), umount2(2), setsid, dup2.
 using System.Runtime.InteropServices;
 
 namespace Fvd.Fuse;
@@ -20,6 +20,19 @@ internal static unsafe partial class Native
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial nint write(int fd, byte* buf, nint count);
+
+    public const short POLLERR = 0x8, POLLHUP = 0x10, POLLNVAL = 0x20;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int poll(PollFd* fds, nuint count, int timeoutMs);
 
     [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     public static partial int mount(string source, string target, string fstype, ulong flags, string data);

@@ -38,11 +38,11 @@ internal sealed class CheckCommand(Cli cli) : ImgCommand(cli)
         var mode = p.GetValue(_repair) switch { "leaks" => RepairMode.Leaks, "all" => RepairMode.All, _ => RepairMode.None };
         bool json = p.GetValue(_output) == "json";
 
-        var first = Cli.WithProgress(p.GetValue(_progress), "Checking", progress => ImageChecker.Check(path, mode, progress));
+        var first = Cli.WithProgress(p.GetValue(_progress), "Checking", progress => ImageChecker.Check(path, mode, progress, Cli.LockWait(p)));
         var final = first;
         if (mode != RepairMode.None && first.Fixed > 0)
         {
-            final = ImageChecker.Check(path); // double-check the repaired image, as qemu-img does
+            final = ImageChecker.Check(path, wait: Cli.LockWait(p)); // double-check the repaired image, as qemu-img does
             if (!json)
             {
                 int leaks = first.Messages.Count(m => m.Fixed && m.Severity == CheckSeverity.Repairable);

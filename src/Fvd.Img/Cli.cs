@@ -5,6 +5,7 @@ using System.Globalization;
 using System.Text.RegularExpressions;
 using Fvd.Core;
 using Fvd.Core.Image;
+using Fvd.Core.Io;
 
 namespace Fvd.Img;
 
@@ -28,6 +29,18 @@ internal sealed partial class Cli(TextWriter stdout, TextWriter stderr, bool deb
     public bool Debug { get; } = debug;
     /// <summary>True when stdout is the process's terminal (Spectre progress bar); false when captured.</summary>
     public bool Interactive { get; } = interactive;
+
+    /// <summary>--no-wait: fail at once when an image is locked, even by a process that is closing it.</summary>
+    public Option<bool> NoWait { get; } = new("--no-wait")
+    {
+        Description = "Do not wait (up to 30 s) for a lock held by a process that is closing the image",
+        Recursive = true,
+    };
+
+    /// <summary>How commands wait for an image lock; the one-line notice goes to stderr.</summary>
+    public LockWait LockWait(ParseResult p) => p.GetValue(NoWait)
+        ? Fvd.Core.Io.LockWait.None
+        : Fvd.Core.Io.LockWait.Default with { Notice = msg => { Err.WriteLine($"{Tool}: {msg}"); Err.Flush(); } };
 
     /// <summary>Runs a command body and turns every exception into a message and an exit code.</summary>
     public int Guard(string command, Func<int> body)

@@ -56,6 +56,7 @@ internal sealed class ConvertCommand(Cli cli) : ImgCommand(cli)
                 FvdOptions = opts.Apply(new FvdCreateOptions { VirtualSize = 1 }),
                 SparseSize = sparse,
                 Progress = progress,
+                LockWait = Cli.LockWait(p),
             });
             return 0;
         });

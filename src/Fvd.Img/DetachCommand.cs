@@ -16,7 +16,7 @@ internal sealed class DetachCommand(Cli cli) : ImgCommand(cli)
     protected override int Execute(ParseResult p)
     {
         string path = p.GetValue(_image)!;
-        FvdImage.Detach(path);
+        FvdImage.Detach(path, Cli.LockWait(p));
         Cli.Out.WriteLine($"{path}: no longer depends on a backing file");
         return ExitCode.Ok;
     }

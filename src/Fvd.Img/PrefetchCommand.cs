@@ -45,7 +45,7 @@ internal sealed class PrefetchCommand(Cli cli) : ImgCommand(cli)
         string path = p.GetValue(_image)!;
         int maxRead = KiBps(p.GetValue(_maxRead), "--max-read");
         int maxWrite = KiBps(p.GetValue(_maxWrite), "--max-write");
-        using var img = FvdImage.Open(path);
+        using var img = FvdImage.Open(path, new FvdOpenOptions { LockWait = Cli.LockWait(p) });
         if (!img.Header.HasBacking)
         {
             Cli.Out.WriteLine($"{path}: no backing file; nothing to prefetch");

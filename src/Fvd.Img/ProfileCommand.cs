@@ -49,7 +49,7 @@ internal sealed class ProfileCommand(Cli cli) : ImgCommand(cli)
             {
                 string log = p.GetValue(_log) ?? throw new UsageException("profile record needs a LOG file");
                 var reads = ReadLog(log);
-                using var img = FvdImage.Open(path);
+                using var img = FvdImage.Open(path, new FvdOpenOptions { LockWait = Cli.LockWait(p) });
                 var profile = img.BuildProfile(reads);
                 img.WriteProfile(profile);
                 Cli.Out.WriteLine($"{path}: stored a prefetch profile of {profile.Count} ranges ({profile.Sum(e => e.Length)} bytes) from {reads.Count} reads");
@@ -57,7 +57,7 @@ internal sealed class ProfileCommand(Cli cli) : ImgCommand(cli)
             }
             case "clear":
             {
-                using var img = FvdImage.Open(path);
+                using var img = FvdImage.Open(path, new FvdOpenOptions { LockWait = Cli.LockWait(p) });
                 img.WriteProfile(Array.Empty<(long, long)>());
                 Cli.Out.WriteLine($"{path}: prefetch profile cleared");
                 return ExitCode.Ok;

@@ -34,6 +34,7 @@ public static class Program
             new ProfileCommand(cli).Build(),
         };
         root.Options.Add(debugOption);
+        root.Options.Add(cli.NoWait);
         root.SetAction(_ => cli.Usage(null, "missing command (create, info, check, map, convert, prefetch, detach or profile)"));
 
         return cli.Guard("", () =>

@@ -29,6 +29,13 @@ public sealed record ImageOptions
     public bool RecordProfile { get; init; }
     /// <summary>-o passthrough=on|off: offer finished images' data files for FUSE passthrough.</summary>
     public bool Passthrough { get; init; } = true;
+    /// <summary>-o lock_wait=SECONDS: wait for a lock held by a process closing the image; 0 = never.</summary>
+    public int LockWaitSeconds { get; init; } = 30;
+    /// <summary>Where the one-line "waiting for process N" notice goes (default: stderr).</summary>
+    public Action<string>? LockWaitNotice { get; init; }
+
+    internal LockWait LockWait => new(TimeSpan.FromSeconds(LockWaitSeconds),
+        LockWaitNotice ?? (msg => Console.Error.WriteLine($"fvdmount: {msg}")));
 }
 
 /// <summary>An open image: its device and, for FVD, the driver object behind it.</summary>
@@ -74,6 +81,13 @@ public sealed class OpenedImage : IDisposable
         return entries.Count;
     }
 
+    /// <summary>Lets a process waiting for this image's lock know it is about to be released (FvdImage.MarkClosing).</summary>
+    public void MarkClosing()
+    {
+        if (Fvd is not null) Fvd.MarkClosing();
+        else (Device as FileDevice)?.MarkClosing();
+    }
+
     public void Dispose() => Device.Dispose();
 }
 
@@ -89,7 +103,7 @@ public static class ImageOpener
         bool readOnly = options.ReadOnly;
         if (Converter.DetectFormat(path) == "fvd") // by magic, never by name
         {
-            var img = FvdImage.Open(path, new FvdOpenOptions { ReadOnly = readOnly });
+            var img = FvdImage.Open(path, new FvdOpenOptions { ReadOnly = readOnly, LockWait = options.LockWait });
             try
             {
                 if (img.WasUnclean && !readOnly)
@@ -114,7 +128,7 @@ public static class ImageOpener
         var dev = FileDevice.Open(path, readOnly);
         try
         {
-            dev.Lock(exclusive: !readOnly); // two writers on one image would corrupt it
+            dev.Lock(exclusive: !readOnly, options.LockWait); // two writers on one image would corrupt it
             return new OpenedImage(path, dev, null, false);
         }
         catch

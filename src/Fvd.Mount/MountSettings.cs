@@ -33,6 +33,11 @@ public sealed class MountSettings
     public string? RecordProfile { get; set; }
     /// <summary>on|off: FUSE passthrough for FVD images whose data file is the whole disk.</summary>
     public string Passthrough { get; set; } = "on";
+    /// <summary>
+    /// Seconds to wait for an image locked by a process that is closing it (a daemon still flushing after
+    /// umount, a killed one still exiting); 0 = fail at once. A live writer is always refused at once.
+    /// </summary>
+    public int LockWait { get; set; } = 30;
     /// <summary>Show .fvd/NAME.json status files in the mount root.</summary>
     public bool StatusDirectory { get; set; } = true;
 
@@ -63,6 +68,8 @@ public sealed class MountSettings
             PrefetchMinReadKiBps = PrefetchMinRead is null ? null : KiBps("prefetch_min_read", PrefetchMinRead),
             RecordProfile = !string.IsNullOrEmpty(RecordProfile),
             Passthrough = Switch("passthrough", Passthrough),
+            LockWaitSeconds = LockWait is >= 0 and <= 3600 ? LockWait
+                : throw new UsageException($"lock_wait={LockWait.ToString(CultureInfo.InvariantCulture)} is out of range (0-3600 seconds)"),
         };
     }
 

@@ -20,7 +20,8 @@ public static partial class Program
         "usage: fvdmount [-f] [-d] [-o OPTIONS] [--config FILE] IMAGE [IMAGE...] MOUNTPOINT\n" +
         "options (-o, comma-separated): ro, rw, allow_other, default_permissions, uid=N, gid=N, umask=OCT,\n" +
         "  threads=N, direct_io, lazy_umount, debug, cor=on|off, prefetch=on|off|SECONDS, prefetch_max_read=RATE,\n" +
-        "  prefetch_min_read=RATE, record_profile=FILE, passthrough=on|off. Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
+        "  prefetch_min_read=RATE, record_profile=FILE, passthrough=on|off, lock_wait=SECONDS.\n" +
+        "  Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
 
     public static int Main(string[] args)
     {
@@ -175,6 +176,9 @@ public static partial class Program
         {
             var images = new List<FuseImage>();
             var imageOptions = s.ToImageOptions();
+            // The background child's stderr reaches the user only if mounting fails; send the wait notice
+            // up its stdout channel instead, for the parent to print (see Daemonize).
+            if (child) imageOptions = imageOptions with { LockWaitNotice = msg => { Console.Out.WriteLine($"WAIT {msg}"); Console.Out.Flush(); } };
             foreach (var path in s.Images.Select(Path.GetFullPath)) // full: the daemon later changes to "/"
             {
                 var opened = ImageOpener.Open(path, imageOptions);
@@ -204,6 +208,7 @@ public static partial class Program
             Console.Error.WriteLine($"fvdmount: serving {string.Join(", ", s.Images)} at {server.MountPoint}");
         }
 
+        server.ConnectionEnded = () => { foreach (var o in devices) o.MarkClosing(); };
         stop.Attach(server);
 
         int rc = server.WaitAndShutdown(() => { if (!CloseAll(devices, s.RecordProfile)) Environment.ExitCode = ExitRuntime; });
@@ -215,6 +220,8 @@ public static partial class Program
     private static bool CloseAll(List<OpenedImage> opened, string? recordProfile = null)
     {
         bool ok = true;
+        // First of all: a new fvdmount or fvd-img started right after umount waits for us instead of failing.
+        foreach (var o in opened) o.MarkClosing();
         foreach (var o in opened)
         {
             if (string.IsNullOrEmpty(recordProfile) || o.Fvd is null) continue;
@@ -280,6 +287,11 @@ public static partial class Program
         proc.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
         proc.BeginErrorReadLine();
         string? line = proc.StandardOutput.ReadLine();
+        while (line is not null && line.StartsWith("WAIT ", StringComparison.Ordinal))
+        {
+            Console.Error.WriteLine($"fvdmount: {line[5..]}");
+            line = proc.StandardOutput.ReadLine();
+        }
         if (line == "OK") return ExitOk;
         if (line is not null && line.StartsWith("ERR ", StringComparison.Ordinal))
         {

@@ -254,7 +254,7 @@ public sealed class Qcow2HostileTests : IDisposable
             var e = Assert.Throws<FvdException>(() => Converter.Convert(_dir.File("top.qcow2"), _dir.File(target),
                 new ConvertOptions { SourceFormat = "qcow2", TargetFormat = "raw" }));
             Assert.Equal(FvdErrorKind.InvalidArgument, e.Kind);
-            Assert.Contains("backing chain", e.Message, StringComparison.Ordinal);
+            Assert.Contains("qcow2 backing chain", e.Message, StringComparison.Ordinal);
         }
         Assert.Equal(raw, File.ReadAllBytes(_dir.File("base.raw")));
 
@@ -262,7 +262,7 @@ public sealed class Qcow2HostileTests : IDisposable
         var c = Assert.Throws<FvdException>(() => FvdImage.Create(_dir.File("vm.fvd"),
             new FvdCreateOptions { VirtualSize = 1 << 20, BackingFile = "top.qcow2", BackingFormat = "qcow2", DataFile = "base.raw" }));
         Assert.Equal(FvdErrorKind.InvalidArgument, c.Kind);
-        Assert.Contains("qcow2 chain", c.Message, StringComparison.Ordinal);
+        Assert.Contains("qcow2 backing chain", c.Message, StringComparison.Ordinal);
         Assert.Equal(raw, File.ReadAllBytes(_dir.File("base.raw")));
     }
 

@@ -20,6 +20,10 @@ internal static partial class TestLibc
 
     [LibraryImport("libc")]
     public static partial uint geteuid();
+
+    /// <summary>umount(2) from this process: returns as the syscall does, with no umount(8) to start first.</summary>
+    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int umount2(string target, int flags);
 }
 
 internal static class Kernel

@@ -18,6 +18,8 @@ public sealed record ConvertOptions
     public long SparseSize { get; init; } = 4096;
     /// <summary>Called with (bytes done, bytes total).</summary>
     public Action<long, long>? Progress { get; init; }
+    /// <summary>How long to wait for a source image locked by a process that is closing it.</summary>
+    public LockWait LockWait { get; init; } = LockWait.Default;
 }
 
 public static class Converter
@@ -49,9 +51,9 @@ public static class Converter
     }
 
     /// <summary>Opens a source read-only in the given format.</summary>
-    public static IBlockDevice OpenSource(string path, string format) => format switch
+    public static IBlockDevice OpenSource(string path, string format, LockWait? wait = null) => format switch
     {
-        "fvd" => FvdImage.Open(path, new FvdOpenOptions { ReadOnly = true }),
+        "fvd" => FvdImage.Open(path, new FvdOpenOptions { ReadOnly = true, LockWait = wait ?? LockWait.Default }),
         "raw" => File.Exists(path) ? FileDevice.Open(path, readOnly: true)
             : throw new FvdException(FvdErrorKind.NotFound, "file not found", path),
         "qcow2" => FvdImage.OpenBacking(path, "qcow2", new FvdOpenOptions()),
@@ -63,15 +65,19 @@ public static class Converter
         if (!Formats.Contains(o.TargetFormat))
             throw new FvdException(FvdErrorKind.InvalidArgument, $"unknown output format '{o.TargetFormat}' (raw or fvd)", target);
         if (o.SparseSize < 0) throw new FvdException(FvdErrorKind.InvalidArgument, "sparse size must not be negative");
-        if (File.Exists(target) && Path.GetFullPath(source) == Path.GetFullPath(target))
-            throw new FvdException(FvdErrorKind.InvalidArgument, "output is the same file as the input", target);
         string fmt = o.SourceFormat ?? DetectFormat(source);
-        using var src = OpenSource(source, fmt);
-        if (src is Qcow2.Qcow2Device q && q.Uses(target))
-            throw new FvdException(FvdErrorKind.InvalidArgument, "output is a file of the input's qcow2 backing chain", target);
+        using var src = OpenSource(source, fmt, o.LockWait);
+        // The output (and an fvd output's data file) must be none of the files the input reads.
+        IReadOnlyList<(string Path, string Role)> keep = src switch
+        {
+            FvdImage img => img.Files,
+            Qcow2.Qcow2Device q => q.Files,
+            _ => [(source, "input file")],
+        };
         if (src.Length == 0) throw new FvdException(FvdErrorKind.InvalidArgument, "input is empty", source);
         if (o.TargetFormat == "raw")
         {
+            FileIdentity.RefuseAlias(target, "output", keep);
             using var dst = FileDevice.Create(target, src.Length, overwrite: true);
             Copy(src, dst, src.Length, o.SparseSize, o.Progress);
             dst.Flush();
@@ -85,8 +91,8 @@ public static class Converter
                 Overwrite = true,
                 Progress = null,
             };
-            FvdImage.Create(target, co);
-            using var dst = FvdImage.Open(target);
+            FvdImage.Create(target, co, keep);
+            using var dst = FvdImage.Open(target, new FvdOpenOptions { LockWait = o.LockWait });
             Copy(src, dst, src.Length, o.SparseSize, o.Progress);
             dst.Flush();
         }

@@ -1,6 +1,7 @@
 // Background work of a mounted image: copy-on-read and prefetch (paper 3.3.4, 3.4). Tools do not start it
 // (the paper: no prefetch inside qemu tools); the FUSE daemon does.
 using Fvd.Core.Format;
+using Fvd.Core.Io;
 
 namespace Fvd.Core.Image;
 
@@ -106,9 +107,9 @@ public sealed partial class FvdImage
     /// Drops the backing reference of an image whose blocks are all local (prefetch finished, or every
     /// bit set): the image then stands alone, and its data file is a plain RAW image.
     /// </summary>
-    public static void Detach(string path)
+    public static void Detach(string path, LockWait? wait = null)
     {
-        using var img = Open(path, new FvdOpenOptions { AllowMissingBacking = true });
+        using var img = Open(path, new FvdOpenOptions { AllowMissingBacking = true, LockWait = wait ?? LockWait.Default });
         img.DetachBacking();
     }
 

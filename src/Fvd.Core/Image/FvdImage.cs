@@ -80,7 +80,10 @@ public sealed partial class FvdImage : IBlockDevice
             : System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(imagePath)) ?? "/", stored));
 
     /// <summary>Creates a new image (and its data file); the image is left closed and clean.</summary>
-    public static void Create(string path, FvdCreateOptions o)
+    public static void Create(string path, FvdCreateOptions o) => Create(path, o, []);
+
+    /// <summary>Create, refusing also to write any of the files in keep (a conversion's source files).</summary>
+    internal static void Create(string path, FvdCreateOptions o, IReadOnlyList<(string Path, string Role)> keep)
     {
         long vsize = FvdHeader.AlignUp(o.VirtualSize, 512);
         if (o.VirtualSize <= 0 || vsize > FvdHeader.MaxVirtualSize)
@@ -92,12 +95,19 @@ public sealed partial class FvdImage : IBlockDevice
 
         IBlockDevice? backing = null;
         long backingSize = 0;
-        string? backingResolved = null;
-        if (o.BackingFile is not null)
+        string? backingResolved = o.BackingFile is null ? null : ResolveRelative(path, o.BackingFile);
+        // Nothing that is not the new image's own is created or truncated (by inode: links and "./x" too).
+        string dataName = o.InlineData ? "" : o.DataFile ?? System.IO.Path.GetFileNameWithoutExtension(path) + ".data";
+        string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
+        IReadOnlyList<(string Path, string Role)> others = backingResolved is null ? keep : [.. keep, (backingResolved, "backing file")];
+        FileIdentity.RefuseAlias(path, "image", others);
+        if (!o.InlineData) FileIdentity.RefuseAlias(dataPath, "data file", [.. others, (path, "image's metadata file")]);
+        if (backingResolved is not null)
         {
-            backingResolved = ResolveRelative(path, o.BackingFile);
+            // Shared-locked while the bitmap is built: a writer holding the template is refused.
             backing = OpenBacking(backingResolved, o.BackingFormat, new FvdOpenOptions());
             backingSize = Math.Min(backing.Length, vsize);
+            if (backing is FileDevice bf) bf.Lock(exclusive: false);
         }
         bool remote = backing is HttpRangeDevice or Qcow2Device { IsRemote: true };
         try
@@ -111,7 +121,6 @@ public sealed partial class FvdImage : IBlockDevice
                 throw new FvdException(FvdErrorKind.InvalidArgument, $"block size {bs} needs a {bitmapLen}-byte bitmap; choose a larger block size", path);
             long headerArea = HeaderSlots.Count * (long)FvdHeader.Size;
             long metaEnd = bitmapLen == 0 ? headerArea : FvdHeader.AlignUp(headerArea + bitmapLen, 4096);
-            string dataName = o.InlineData ? "" : o.DataFile ?? System.IO.Path.GetFileNameWithoutExtension(path) + ".data";
             var header = new FvdHeader
             {
                 Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ?? remote ? HeaderFlags.CopyOnRead : 0),
@@ -133,9 +142,12 @@ public sealed partial class FvdImage : IBlockDevice
             var bitmap = new Bitmap(blocks);
             if (backing is not null && (o.ZeroAware ?? !remote)) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
 
-            string dataPath = o.InlineData ? path : ResolveRelative(path, dataName);
-            if (backing is Qcow2Device chain && (chain.Uses(path) || chain.Uses(dataPath)))
-                throw new FvdException(FvdErrorKind.InvalidArgument, "the image or its data file is a file of the backing's qcow2 chain", path);
+            // A qcow2 backing reads more files than its own: none of them may be written either.
+            if (backing is Qcow2Device chain)
+            {
+                FileIdentity.RefuseAlias(path, "image", chain.Files);
+                if (!o.InlineData) FileIdentity.RefuseAlias(dataPath, "data file", chain.Files);
+            }
             using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
             bool dataCreated = false;
             try
@@ -261,7 +273,7 @@ public sealed partial class FvdImage : IBlockDevice
         IBlockDevice? data = null, backing = null;
         try
         {
-            if (!o.NoLock) meta.Lock(exclusive: !o.ReadOnly);
+            if (!o.NoLock) meta.Lock(exclusive: !o.ReadOnly, o.LockWait);
             var header = ReadHeader(meta, path).Header;
             if (!header.InlineData)
             {
@@ -270,10 +282,9 @@ public sealed partial class FvdImage : IBlockDevice
                 RequireRegular(dataPath, "data file");
                 var df = FileDevice.Open(dataPath, o.ReadOnly);
                 data = df;
-                // Shorter than the disk (a crash during create, or a copy that dropped a sparse tail): grow it
-                // when writable; read-only, the tail past EOF reads as zeros. Longer: the excess is never used.
-                if (df.Length < header.VirtualSize && !o.ReadOnly) df.SetLength(header.VirtualSize);
-                df.AssumeLength(header.VirtualSize);
+                RefuseSameFile(df, "data file", meta, "image's metadata file");
+                // Locked with the image: a second image naming this data file cannot write it too.
+                if (!o.NoLock) df.Lock(exclusive: !o.ReadOnly, o.LockWait);
             }
             else if (header.DataOffset + header.VirtualSize > meta.Length)
             {
@@ -293,6 +304,21 @@ public sealed partial class FvdImage : IBlockDevice
                 {
                     backing = null;
                 }
+                if (backing is FileDevice bf)
+                {
+                    RefuseSameFile(bf, "backing file", meta, "image's metadata file");
+                    if (data is FileDevice df) RefuseSameFile(bf, "backing file", df, "image's data file");
+                    // Shared: many images may share a template, but nobody may write it while one is open.
+                    if (!o.NoLock) bf.Lock(exclusive: false, o.LockWait);
+                }
+            }
+            if (data is FileDevice dfile)
+            {
+                // Shorter than the disk (a crash during create, or a copy that dropped a sparse tail): grow it
+                // when writable (only now that it is known not to be the backing); read-only, the tail past
+                // EOF reads as zeros. Longer: the excess is never used.
+                if (dfile.Length < header.VirtualSize && !o.ReadOnly) dfile.SetLength(header.VirtualSize);
+                dfile.AssumeLength(header.VirtualSize);
             }
             return Attach(path, meta, data, backing, backingPath, o.ReadOnly);
         }
@@ -302,6 +328,26 @@ public sealed partial class FvdImage : IBlockDevice
             backing?.Dispose();
             meta.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>An image whose files alias each other would write its own template or header as data.</summary>
+    private static void RefuseSameFile(FileDevice a, string aRole, FileDevice b, string bRole)
+    {
+        if (a.Identity == b.Identity)
+            throw new FvdException(FvdErrorKind.InvalidFormat, $"the {aRole} is the {bRole} ({b.Path}); refusing to open", a.Path);
+    }
+
+    /// <summary>The files this image reads or writes, each with what it is (for FileIdentity.RefuseAlias).</summary>
+    internal IReadOnlyList<(string Path, string Role)> Files
+    {
+        get
+        {
+            var files = new List<(string, string)> { (Path, "input image") };
+            if (!_header.InlineData) files.Add((DataPath, "input image's data file"));
+            if (BackingPath is not null) files.Add((BackingPath, "input image's backing file"));
+            if (_backing is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
+            return files;
         }
     }
 
@@ -484,6 +530,7 @@ public sealed partial class FvdImage : IBlockDevice
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _closing, 1) != 0) return;
+        MarkClosing();
         try
         {
             StopBackgroundWork();
@@ -503,6 +550,13 @@ public sealed partial class FvdImage : IBlockDevice
     }
 
     private int _closing;
+
+    /// <summary>
+    /// Tells other openers that this image is being closed, so one waiting for its lock waits for the final
+    /// flush instead of failing (see FileDevice.MarkClosing). Dispose does it first; call it earlier when a
+    /// flush of your own comes before Dispose.
+    /// </summary>
+    public void MarkClosing() => (_meta as FileDevice)?.MarkClosing();
 
     private void ThrowIfDisposed()
     {

@@ -1,4 +1,5 @@
 using Fvd.Core.Format;
+using Fvd.Core.Io;
 
 namespace Fvd.Core.Image;
 
@@ -39,6 +40,12 @@ public sealed record FvdOpenOptions
     public bool NoLock { get; init; }
     /// <summary>Open even when the backing file is missing (info/check); reads of backing blocks then fail.</summary>
     public bool AllowMissingBacking { get; init; }
+    /// <summary>
+    /// How long to wait when the image (or its data file) is locked by a process that is closing it or
+    /// exiting, e.g. a daemon still flushing after umount; a live writer is refused at once. Default 30 s;
+    /// LockWait.None never waits.
+    /// </summary>
+    public LockWait LockWait { get; init; } = LockWait.Default;
 }
 
 /// <summary>What a range of the virtual disk maps to (fvd-img map).</summary>

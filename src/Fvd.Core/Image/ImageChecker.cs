@@ -50,7 +50,8 @@ public sealed class CheckReport
 public static class ImageChecker
 {
     /// <summary>Checks (and with repair, repairs) an image; progress gets (bytes scanned, bytes to scan).</summary>
-    public static CheckReport Check(string path, RepairMode repair = RepairMode.None, Action<long, long>? progress = null)
+    /// <remarks>wait: how long to wait for a lock held by a process closing the image (default 30 s).</remarks>
+    public static CheckReport Check(string path, RepairMode repair = RepairMode.None, Action<long, long>? progress = null, LockWait? wait = null)
     {
         var r = new CheckReport { Path = path };
         if (!File.Exists(path))
@@ -73,7 +74,7 @@ public static class ImageChecker
         {
             try
             {
-                meta.Lock(exclusive: writable);
+                meta.Lock(exclusive: writable, wait ?? LockWait.Default);
             }
             catch (FvdException e)
             {

@@ -39,19 +39,7 @@ public sealed class FileDevice : IBlockDevice
         if (FileKinds.Of(path) is FileKind.Fifo or FileKind.Socket)
             throw new FvdException(FvdErrorKind.PermissionDenied, $"cannot open: is a {FileKinds.Of(path).ToString().ToLowerInvariant()}, not a regular file", path);
         int fd = Libc.open(path, (readOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            int err = Marshal.GetLastPInvokeError();
-            var kind = err switch
-            {
-                Libc.ENOENT => FvdErrorKind.NotFound,
-                Libc.EACCES or Libc.EPERM or Libc.EROFS => FvdErrorKind.PermissionDenied,
-                Libc.EISDIR => FvdErrorKind.InvalidArgument,
-                Libc.ENOSPC => FvdErrorKind.NoSpace,
-                _ => FvdErrorKind.Io,
-            };
-            throw new FvdException(kind, $"cannot open: {Libc.StrError(err)}", path);
-        }
+        if (fd < 0) throw OpenError(path, "cannot open");
         var h = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
@@ -64,27 +52,55 @@ public sealed class FileDevice : IBlockDevice
         }
     }
 
+    private static FvdException OpenError(string path, string what)
+    {
+        int err = Marshal.GetLastPInvokeError();
+        var kind = err switch
+        {
+            Libc.ENOENT => FvdErrorKind.NotFound,
+            Libc.EACCES or Libc.EPERM or Libc.EROFS => FvdErrorKind.PermissionDenied,
+            Libc.EISDIR or Libc.EEXIST => FvdErrorKind.InvalidArgument,
+            Libc.ENOSPC => FvdErrorKind.NoSpace,
+            _ => FvdErrorKind.Io,
+        };
+        return new FvdException(kind, $"{what}: {Libc.StrError(err)}", path);
+    }
+
     /// <summary>Creates (or truncates) a file of the given length; the new file is sparse.</summary>
+    /// <remarks>
+    /// The file is locked exclusively before it is truncated, and stays locked until disposed: a file some
+    /// process has open as an image, as its data file or as a backing (all locked) is never cut short.
+    /// </remarks>
     public static FileDevice Create(string path, long length, bool overwrite = false)
     {
+        if (Directory.Exists(path))
+            throw new FvdException(FvdErrorKind.InvalidArgument, "cannot create: is a directory", path);
+        int fd = Libc.open(path, Libc.O_RDWR | Libc.O_CREAT | Libc.O_CLOEXEC | (overwrite ? 0 : Libc.O_EXCL), 0x1B6 /* 0666 & ~umask */);
+        if (fd < 0) throw OpenError(path, "cannot create");
+        var h = new SafeFileHandle(fd, ownsHandle: true);
         try
         {
-            var h = File.OpenHandle(path, overwrite ? FileMode.Create : FileMode.CreateNew, FileAccess.ReadWrite,
-                FileShare.ReadWrite | FileShare.Delete);
-            try { RandomAccess.SetLength(h, length); }
-            catch { h.Dispose(); throw; }
-            return new FileDevice(path, h, false);
-        }
-        // .NET's open takes a flock(LOCK_SH) and reports EWOULDBLOCK as a sharing violation: the file is an
-        // image some process has open (and locked). .NET truncates only after that lock succeeds.
-        catch (IOException e) when (e.HResult == Libc.EWOULDBLOCK)
-        {
-            throw new FvdException(FvdErrorKind.Busy, "cannot create: the file is in use by another process (locked)", path, e);
+            if (Libc.flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) != 0)
+            {
+                int err = Marshal.GetLastPInvokeError();
+                throw err == Libc.EWOULDBLOCK
+                    ? new FvdException(FvdErrorKind.Busy, "cannot create: the file is in use by another process (locked)", path)
+                    : new FvdException(FvdErrorKind.Io, $"cannot create: flock failed: {Libc.StrError(err)}", path);
+            }
+            RandomAccess.SetLength(h, 0);
+            RandomAccess.SetLength(h, length);
+            return new FileDevice(path, h, false) { _locked = true };
         }
         // SetLength throws ArgumentOutOfRangeException for EFBIG ("too large for the file system").
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
         {
+            h.Dispose();
             throw FvdException.FromIo(e, path, "cannot create");
+        }
+        catch
+        {
+            h.Dispose();
+            throw;
         }
     }
 
@@ -180,14 +196,50 @@ public sealed class FileDevice : IBlockDevice
         return new Extent(ExtentKind.Data, offset, Math.Min(hole, limit) - offset);
     }
 
-    /// <summary>Takes an advisory lock so two writers cannot open one image; shared for readers.</summary>
-    public void Lock(bool exclusive)
+    /// <summary>The file's device and inode (fstat of the open descriptor).</summary>
+    public FileIdentity Identity => FileIdentity.OfFd(_fd, Path);
+
+    /// <summary>
+    /// Takes an advisory lock so two writers cannot open one image; shared for readers. A lock held by a
+    /// process that is closing this file or exiting is waited for, up to wait.Timeout (see LockWait.cs).
+    /// </summary>
+    public void Lock(bool exclusive, LockWait? wait = null)
     {
-        if (Libc.flock(_fd, (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB) == 0) { _locked = true; return; }
-        int err = Marshal.GetLastPInvokeError();
-        if (err == Libc.EWOULDBLOCK)
-            throw new FvdException(FvdErrorKind.Busy, "image is in use by another process (locked)", Path);
-        throw Errno("flock failed", err);
+        int op = (exclusive ? Libc.LOCK_EX : Libc.LOCK_SH) | Libc.LOCK_NB;
+        LockHolders.Wait(Identity, exclusive, wait ?? LockWait.None,
+            tryLock: () =>
+            {
+                if (Libc.flock(_fd, op) == 0) return _locked = true;
+                int err = Marshal.GetLastPInvokeError();
+                return err == Libc.EWOULDBLOCK ? false : throw Errno("flock failed", err);
+            },
+            closingMarked: ClosingMarked,
+            refuse: (pid, timedOut) => new FvdException(FvdErrorKind.Busy, timedOut
+                ? $"image is in use by another process (locked); process {pid} was still closing it after {(wait ?? LockWait.None).Timeout.TotalSeconds:0} s"
+                : "image is in use by another process (locked)", Path),
+            Path);
+    }
+
+    /// <summary>A byte far past any end of file, for the closing marker; locks there never meet I/O.</summary>
+    internal const long ClosingMarkerOffset = 1L << 62;
+
+    /// <summary>
+    /// Marks this open file as closing: an open-file-description read lock on ClosingMarkerOffset, which
+    /// stays until the descriptor is closed. A waiter on the flock sees it with F_OFD_GETLK. Best effort: a
+    /// file system without byte-range locks only loses the wait.
+    /// </summary>
+    public void MarkClosing()
+    {
+        if (_handle.IsClosed) return;
+        var lk = new Libc.Flock { Type = Libc.F_RDLCK, Whence = Libc.SEEK_SET, Start = ClosingMarkerOffset, Len = 1 };
+        _ = Libc.fcntl(_fd, Libc.F_OFD_SETLK, ref lk);
+    }
+
+    /// <summary>True when another open of this file has called MarkClosing and not yet closed.</summary>
+    public bool ClosingMarked()
+    {
+        var lk = new Libc.Flock { Type = Libc.F_WRLCK, Whence = Libc.SEEK_SET, Start = ClosingMarkerOffset, Len = 1 };
+        return Libc.fcntl(_fd, Libc.F_OFD_GETLK, ref lk) == 0 && lk.Type != Libc.F_UNLCK;
     }
 
     private FvdException Errno(string what, int err = -1)

@@ -1,4 +1,5 @@
-// The few libc calls .NET does not expose: fdatasync, fallocate modes, lseek SEEK_DATA/SEEK_HOLE, flock.
+// The few libc calls .NET does not expose: fdatasync, fallocate modes, lseek SEEK_DATA/SEEK_HOLE, flock,
+// open with O_CREAT (without .NET's implicit flock) and fcntl's open-file-description locks.
 // (Mono.Posix covers some of these but not the fallocate modes or SEEK_DATA; one small import keeps the
 // core library free of that dependency.)
 using System.Runtime.InteropServices;
@@ -20,6 +21,8 @@ internal static partial class Libc
     public const int O_RDONLY = 0;
     public const int O_RDWR = 2;
     public const int O_CLOEXEC = 0x80000;
+    public const int O_CREAT = 0x40;
+    public const int O_EXCL = 0x80;
 
     public const int EPERM = 1;
     public const int ENOENT = 2;
@@ -31,6 +34,26 @@ internal static partial class Libc
     public const int EOPNOTSUPP = 95;
     public const int EINTR = 4;
     public const int EWOULDBLOCK = 11;
+    public const int EEXIST = 17;
+
+    // fcntl(2) open-file-description locks (Linux 3.15+), and the struct flock l_type values.
+    public const int F_OFD_GETLK = 36;
+    public const int F_OFD_SETLK = 37;
+    public const short F_RDLCK = 0;
+    public const short F_WRLCK = 1;
+    public const short F_UNLCK = 2;
+    public const short SEEK_SET = 0;
+
+    /// <summary>struct flock as Linux lays it out on 64-bit targets (off_t is 64 bits).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct Flock
+    {
+        public short Type;
+        public short Whence;
+        public long Start;
+        public long Len;
+        public int Pid;
+    }
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int fdatasync(int fd);
@@ -49,6 +72,9 @@ internal static partial class Libc
 
     [LibraryImport("libc", SetLastError = true)]
     public static partial int close(int fd);
+
+    [LibraryImport("libc", SetLastError = true)]
+    public static partial int fcntl(int fd, int cmd, ref Flock lk);
 
     public static string StrError(int errno) => Marshal.GetPInvokeErrorMessage(errno);
 }

@@ -31,7 +31,7 @@ public sealed class Qcow2Device : IBlockDevice
     private readonly ClusterCache _inflated;
     private readonly string? _path;
     private readonly int _clusterBits;
-    private readonly string[] _files; // identities of this file and its backing chain
+    private readonly string[] _files; // this file and its backing chain, top first (paths or URLs)
 
     public Qcow2Header Header { get; }
     public long Length { get; }
@@ -126,9 +126,9 @@ public sealed class Qcow2Device : IBlockDevice
                     _ => throw new FvdException(FvdErrorKind.UnsupportedFeature,
                         $"qcow2 backing format '{h.BackingFormat}' is not supported (raw or qcow2)", location),
                 };
-                below = backing is Qcow2Device q ? q._files : [Identity(resolved)];
+                below = backing is Qcow2Device q ? q._files : [resolved];
             }
-            return Attach(file, h, backing, location, cacheBytes, [id, .. below]);
+            return Attach(file, h, backing, location, cacheBytes, [location, .. below]);
         }
         catch
         {
@@ -161,10 +161,11 @@ public sealed class Qcow2Device : IBlockDevice
     }
 
     /// <summary>
-    /// True when path is (by device and inode, or URL) this file or a file of its backing chain, so a
-    /// convert or create never writes over what it reads.
+    /// This file and every file of its backing chain, so a convert or create never writes over what it
+    /// reads (compared by device and inode in FileIdentity).
     /// </summary>
-    public bool Uses(string path) => _files.Contains(Identity(path));
+    internal IReadOnlyList<(string Path, string Role)> Files =>
+        [.. _files.Select((f, i) => (f, i == 0 ? "qcow2 input" : "file of the qcow2 backing chain"))];
 
     public void Read(long offset, Span<byte> buffer)
     {
