@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability figures (issue 5; reliability.md 8): builds in Release and runs `fvd-reliability all`.
+# The reliability figures (src/Fvd.Reliability/README.md): builds in Release and runs `fvd-reliability all`.
 # Prints one "NAME: N passed, N failed" line per figure; exits non-zero on any failure.
 #   tests/reliability.sh            short run for CI (a few minutes on 2 cores)
 #   LONG=1 tests/reliability.sh     the long run (--long)

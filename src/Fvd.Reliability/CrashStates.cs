@@ -1,4 +1,4 @@
-// Harness 1: crash-state enumeration at the device layer (reliability.md 2.6; seed 001 appendix).
+// Harness 1: crash-state enumeration at the device layer (docs/fvd-paper.md, appendix; src/Fvd.Reliability/README.md).
 //
 // A seeded guest workload runs against an image whose metadata and data devices are recording devices.
 // The trace is then cut after every device request; at each cut, per device, everything before that

@@ -1,4 +1,4 @@
-// Harness 3: a file exerciser in the fsx method (xfstests ltp/fsx.c; reliability.md 4.1). Random reads,
+// Harness 3: a file exerciser in the fsx method (after xfstests ltp/fsx.c; src/Fvd.Reliability/README.md). Random reads,
 // writes, punch-holes, zero-ranges, fsyncs and close/reopen against any file, with a shadow copy in memory;
 // every read is verified; seeded; on a mismatch the recent operation log is printed and the run stops.
 using System.Runtime.InteropServices;

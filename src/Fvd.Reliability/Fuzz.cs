@@ -1,4 +1,4 @@
-// Harness 4: hostile images (reliability.md 5.3, F9, F10). A mutation fuzzer over valid images: header
+// Harness 4: hostile images (docs/architecture.md §5). A mutation fuzzer over valid images: header
 // fields set to boundary values (in either header copy, or both), random byte flips with the CRC recomputed and not, bitmap bytes, truncated
 // files, short data and backing devices. Each mutant is opened, mapped, read whole, written, flushed,
 // closed and re-opened; it must work or fail with FvdException, never another exception, never take more

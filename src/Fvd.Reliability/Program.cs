@@ -1,4 +1,4 @@
-// fvd-reliability: the reliability harnesses of issue 5 (reliability.md 8: F1-F5, F9, F10).
+// fvd-reliability: the reliability harnesses (src/Fvd.Reliability/README.md).
 //   fvd-reliability all [--long] [--seed S]
 //   fvd-reliability crash [--workloads N] [--seed S]
 //   fvd-reliability sim [--seeds N] [--requests N] [--seed S]

@@ -1,4 +1,4 @@
-// Harness 2: a race simulator in the blksim / qemu-test manner (seed 000 section 7; reliability.md 2.5).
+// Harness 2: a race simulator in the blksim / qemu-test manner (src/Fvd.Reliability/README.md).
 //
 // Many logical testers run on real threads and issue seeded random reads, writes (aligned and not),
 // discards, zero-writes and flushes over overlapping ranges of one image. The simulated devices under the

@@ -1,4 +1,4 @@
-// Security checks on paths named by an image header (reliability.md 6, F10): the backing format is never
+// Security checks on paths named by an image header (docs/architecture.md §5): the backing format is never
 // probed, relative paths resolve against the image's directory, and a backing (or data file, or image)
 // that is a FIFO, character device, directory or block device is refused without blocking.
 using Fvd.Core;

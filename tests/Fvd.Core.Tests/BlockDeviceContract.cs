@@ -4,7 +4,7 @@ using Fvd.Core.Io;
 namespace Fvd.Core.Tests;
 
 /// <summary>
-/// The contract every IBlockDevice keeps (DESIGN.md "Testing shape"). Each implementation inherits this class
+/// The contract every IBlockDevice keeps (docs/architecture.md §7). Each implementation inherits this class
 /// and says how to make a writable device (with whatever initial content it has) and a read-only one.
 /// The expected content is read through the device first and then tracked in a flat array.
 /// </summary>

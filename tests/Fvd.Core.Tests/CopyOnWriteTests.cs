@@ -329,7 +329,7 @@ public sealed class CopyOnWriteTests : IDisposable
     [InlineData(3)]
     public void LocalRangesOfTheDataFileAreTheVirtualDiskBytes(int seed)
     {
-        // DESIGN.md invariant 1: byte d of the data file is virtual byte d wherever the block is local, so a
+        // docs/architecture.md §2: byte d of the data file is virtual byte d wherever the block is local, so a
         // fully local image is a raw file.
         var rng = new Random(seed);
         int bs = 512 << rng.Next(4);

@@ -7,7 +7,7 @@ using Xunit.Abstractions;
 namespace Fvd.Core.Tests;
 
 /// <summary>
-/// Durability order (DESIGN.md invariant: a bit reaches the metadata file only after its block's data is
+/// Durability order (docs/architecture.md §3: a bit reaches the metadata file only after its block's data is
 /// durable) and crash images made by copying the files aside without closing the image.
 /// </summary>
 public sealed class DurabilityTests(ITestOutputHelper output) : IDisposable

@@ -8,7 +8,7 @@ namespace Fvd.Core.Tests;
 /// <summary>
 /// A small mutation fuzzer: random single-byte and whole-field mutations of a valid header (and bitmap).
 /// Opening must either succeed (and then reads, maps and small writes work or fail with FvdException) or
-/// fail with FvdException — never another exception type (reliability.md 5.3 item 12).
+/// fail with FvdException — never another exception type (docs/architecture.md §5).
 /// Rerun one seed with FVD_MUTATION_SEED=N.
 /// </summary>
 public class HeaderMutationTests(ITestOutputHelper output)

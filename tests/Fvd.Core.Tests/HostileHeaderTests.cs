@@ -6,7 +6,7 @@ using Fvd.Core.Image;
 
 namespace Fvd.Core.Tests;
 
-/// <summary>A small valid image on disk whose header tests mutate (reliability.md 5.3).</summary>
+/// <summary>A small valid image on disk whose header tests mutate (docs/architecture.md §5).</summary>
 public sealed class HostileImage : IDisposable
 {
     public TempDir Dir { get; } = new();

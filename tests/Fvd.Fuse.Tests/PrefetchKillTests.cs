@@ -1,4 +1,4 @@
-// Kill -9 of fvdmount during background prefetch (issue 4): the remount resumes where the persisted bitmap
+// Kill -9 of fvdmount during background prefetch: the remount resumes where the persisted bitmap
 // says, nothing is lost, and no block whose bit was on disk is read from the template again.
 using System.Text.Json;
 using Fvd.Core.Format;

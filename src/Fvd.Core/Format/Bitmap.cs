@@ -2,7 +2,7 @@
 // image holds it. On disk: ceil(blocks / 8) bytes, LSB-first in each byte (bit b is byte b/8, bit b%8) —
 // the original FVD's order. In memory: ulong words whose little-endian bytes are exactly the on-disk bytes.
 //
-// Bits only ever go 0 -> 1 here (DESIGN.md invariant 3). Setting is lock-free (Interlocked.Or), and each
+// Bits only ever go 0 -> 1 here (docs/architecture.md §3). Setting is lock-free (Interlocked.Or), and each
 // 4 KiB page of the on-disk bitmap carries a dirty flag so a flush writes only the pages that changed.
 using System.Buffers.Binary;
 using System.Numerics;

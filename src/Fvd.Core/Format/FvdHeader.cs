@@ -51,9 +51,9 @@ public sealed record FvdHeader
     public const int MaxPathBytes = 1023;
     public const int MinBlockSize = 512;
     public const int MaxBlockSize = 16 << 20;
-    /// <summary>Largest virtual disk accepted: 64 TiB (reliability.md 5.3).</summary>
+    /// <summary>Largest virtual disk accepted: 64 TiB (docs/architecture.md §5).</summary>
     public const long MaxVirtualSize = 64L << 40;
-    /// <summary>Largest bitmap loaded into memory; refused before allocating (reliability.md 5.3 item 7).</summary>
+    /// <summary>Largest bitmap loaded into memory; refused before allocating (docs/architecture.md §5).</summary>
     public const long MaxBitmapBytes = 256L << 20;
 
     public static ReadOnlySpan<byte> Magic => "FVDIMG\r\n"u8;
@@ -240,7 +240,7 @@ public sealed record FvdHeader
     }
 
     /// <summary>
-    /// Checks every value as hostile input (reliability.md 5.3). metadataLength is the size of NAME.fvd.
+    /// Checks every value as hostile input (docs/architecture.md §5). metadataLength is the size of NAME.fvd.
     /// Throws FvdException with a message naming the field.
     /// </summary>
     public void Validate(long metadataLength, string? path = null)

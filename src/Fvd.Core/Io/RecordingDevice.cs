@@ -1,6 +1,6 @@
 // A decorator that records every operation on the device it wraps, in order, and can call a hook before
 // each one (tests: "a copy-on-write wrote exactly one block", "the data was flushed before the bitmap bit").
-// style.md "What to absorb" point 4 (TracingDevice).
+// (docs/architecture.md §7: crash tests at the device layer).
 namespace Fvd.Core.Io;
 
 public enum RecordedOp { Read, Write, Flush, Discard, WriteZeroes }
