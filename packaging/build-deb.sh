@@ -9,9 +9,13 @@ outdir=${3:?out dir}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 arch=$(dpkg --print-architecture)
-stage=$(mktemp -d)
-chmod 755 "$stage"
-trap 'rm -rf "$stage"' EXIT
+# The tree is laid out as a debian/ directory so that dpkg-shlibdeps can compute Depends from the binaries.
+top=$(mktemp -d)
+trap 'rm -rf "$top"' EXIT
+stage=$top/debian/fvdfuse
+mkdir -p "$stage"
+chmod 755 "$top" "$top/debian" "$stage"
+printf 'Source: fvdfuse\n\nPackage: fvdfuse\nArchitecture: any\n' > "$top/debian/control"
 
 debversion="$version-1"
 install -d "$stage/DEBIAN" "$stage/usr/lib/fvdfuse" "$stage/usr/bin" "$stage/usr/sbin" \
@@ -38,21 +42,22 @@ fvdfuse ($debversion) unstable; urgency=medium
 
   * Package built from FvdFuse commit $commit.
 
- -- FvdFuse developers <fvdfuse@localhost>  $(LC_ALL=C date -u -R -d "@$when")
+ -- FvdFuse developers <fvdfuse@example.org>  $(LC_ALL=C date -u -R -d "@$when")
 CL
-# The libc6 version the binaries need: the newest GLIBC_x.y symbol version they reference.
-glibc=$(objdump -T "$stage/usr/lib/fvdfuse/fvd-img" "$stage/usr/lib/fvdfuse/fvdmount" "$stage/usr/lib/fvdfuse/libMono.Unix.so" \
-  | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
-[ -n "$glibc" ] || { echo "build-deb.sh: cannot read the glibc symbol versions of the binaries" >&2; exit 1; }
+# The shared libraries (and their versions) the binaries need: libc6, zlib1g.
+shlibs=$(cd "$top" && dpkg-shlibdeps -O -e debian/fvdfuse/usr/lib/fvdfuse/fvd-img -e debian/fvdfuse/usr/lib/fvdfuse/fvdmount \
+  -e debian/fvdfuse/usr/lib/fvdfuse/libMono.Unix.so 2> >(grep -v 'should already be installed' >&2) | sed -n 's/^shlibs:Depends=//p')
+[ -n "$shlibs" ] || { echo "build-deb.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
 
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
+(cd "$stage" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum > DEBIAN/md5sums)
 cat > "$stage/DEBIAN/control" <<CTRL
 Package: fvdfuse
 Version: $debversion
 Architecture: $arch
-Maintainer: FvdFuse developers <fvdfuse@localhost>
+Maintainer: FvdFuse developers <fvdfuse@example.org>
 Installed-Size: $size
-Depends: libc6 (>= $glibc), fuse3
+Depends: $shlibs, fuse3
 Recommends: qemu-utils
 Section: admin
 Priority: optional
