@@ -1,7 +1,6 @@
 // fvdmount: mounts images as NAME.raw files in a directory, via Fvd.Fuse.
-// Exit codes: 0 success, 1 usage or configuration error, 2 runtime error (image, mountpoint, /dev/fuse, root...).
+// Exit codes: 0 success, 1 usage or configuration error, 2 runtime error (image, mountpoint, /dev/fuse, mount...).
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using Fvd.Core;
 using Fvd.Core.Io;
 using Fvd.Fuse;
@@ -10,7 +9,7 @@ using Mono.Unix.Native;
 
 namespace Fvd.Mount;
 
-public static partial class Program
+public static class Program
 {
     public const int ExitOk = 0, ExitUsage = 1, ExitRuntime = 2;
 

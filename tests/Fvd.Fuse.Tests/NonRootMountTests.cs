@@ -11,6 +11,7 @@ public sealed class UnprivilegedUser : IDisposable
 {
     public const string Name = "fvdfuse-test";
     private readonly uint? _fuseMode;
+    private readonly bool _created;
 
     public UnprivilegedUser()
     {
@@ -18,7 +19,10 @@ public sealed class UnprivilegedUser : IDisposable
         Kernel.RequireTool("fusermount3", "fuse3");
         Kernel.RequireTool("setpriv", "util-linux");
         if (Syscall.getpwnam(Name) is null)
+        {
             Kernel.Ok("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", Name);
+            _created = true;
+        }
         var pw = Syscall.getpwnam(Name) ?? throw new InvalidOperationException($"useradd did not create {Name}");
         Uid = pw.pw_uid;
         Gid = pw.pw_gid;
@@ -72,6 +76,7 @@ public sealed class UnprivilegedUser : IDisposable
     public void Dispose()
     {
         if (_fuseMode is uint m) _ = Syscall.chmod("/dev/fuse", (FilePermissions)m);
+        if (_created) Kernel.Run("userdel", Name);
     }
 }
 
