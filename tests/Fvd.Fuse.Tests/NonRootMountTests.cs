@@ -76,7 +76,10 @@ public sealed class UnprivilegedUser : IDisposable
     public void Dispose()
     {
         if (_fuseMode is uint m) _ = Syscall.chmod("/dev/fuse", (FilePermissions)m);
-        if (_created) Kernel.Run("userdel", Name);
+        if (!_created) return;
+        // A daemon still exiting after its unmount would make userdel refuse.
+        Kernel.WaitFor(() => Kernel.Run("pgrep", "-u", Name).Rc != 0, 30, $"the processes of {Name} to exit");
+        Kernel.Ok("userdel", Name);
     }
 }
 
@@ -202,6 +205,7 @@ public sealed class NonRootMountTests : IClassFixture<UnprivilegedUser>, IDispos
         Assert.Contains("ro", MountOptions()!.Split(' ')[0].Split(','));
         _user.Ok(_dir, "cmp", "-n", (16 * Mib).ToString(System.Globalization.CultureInfo.InvariantCulture), "mnt/v.raw", "t.raw");
         _user.Ok(_dir, "fusermount3", "-u", "mnt");
+        WaitClean();
     }
 
     /// <summary>After an unmount the daemon flushes and exits; then the image checks clean (as the user).</summary>
