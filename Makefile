@@ -8,7 +8,8 @@ QUICK ?= 0
 PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
-APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps file gcc zlib1g-dev
+APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps file gcc zlib1g-dev \
+  lintian bash-completion binutils man-db dpkg-dev
 # NativeAOT needs the target's runtime identifier.
 VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 RID ?= linux-$(subst x86_64,x64,$(subst aarch64,arm64,$(shell uname -m)))

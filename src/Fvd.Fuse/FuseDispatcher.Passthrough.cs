@@ -36,11 +36,11 @@ public sealed partial class FuseDispatcher
             if (err is Errno.EPERM or Errno.EINVAL or Errno.ENOTTY or Errno.EOPNOTSUPP or Errno.ENOSYS)
             {
                 if (Interlocked.Exchange(ref _passthroughRefused, 1) == 0)
-                    Console.Error.WriteLine($"fvdmount: the kernel refused FUSE passthrough ({Native.StrError(err)}); serving every open normally");
+                    Console.Error.WriteLine($"fvdmount: the kernel refused FUSE passthrough ({Fvd.Core.Io.Libc.StrError(err)}); serving every open normally");
             }
             else
             {
-                Console.Error.WriteLine($"fvdmount: {node.Name}: cannot pass through to {path}: {Native.StrError(err)}; serving it normally");
+                Console.Error.WriteLine($"fvdmount: {node.Name}: cannot pass through to {path}: {Fvd.Core.Io.Libc.StrError(err)}; serving it normally");
             }
             node.PassthroughFailed = true;
             return 0;

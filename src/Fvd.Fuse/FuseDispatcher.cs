@@ -44,8 +44,8 @@ public sealed partial class FuseDispatcher
         ArgumentNullException.ThrowIfNull(options);
         _options = options;
         _startNs = NowNs();
-        _dirUid = options.Uid ?? Native.geteuid();
-        _dirGid = options.Gid ?? Native.getegid();
+        _dirUid = options.Uid ?? Mono.Unix.Native.Syscall.geteuid();
+        _dirGid = options.Gid ?? Mono.Unix.Native.Syscall.getegid();
         _dirMode = 0x1FF & ~options.Umask; // 0777 & ~umask
         uint fileMode = 0x1B6 & ~options.Umask; // 0666 & ~umask
         if (options.ReadOnly) fileMode &= ~0x92u; // no write bits on a read-only mount

@@ -1,8 +1,9 @@
-// The transport: the /dev/fuse descriptor, mount(2)/umount2(2), the request threads and the stop signals.
+// The transport: the /dev/fuse descriptor, the request threads and the stop signals (mounting: FuseMount.cs).
 // Everything protocol-specific is in FuseDispatcher.
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Fvd.Core;
+using Native = Fvd.Core.Io.Libc;
 
 namespace Fvd.Fuse;
 
@@ -28,6 +29,7 @@ public sealed class FuseServer : IDisposable
     private int _running;
     private BackingWorkers? _backingWorkers;
     private volatile bool _mounted;
+    private FuseMount? _mount;
 
     private FuseServer(string mountPoint, int fd, FuseDispatcher dispatcher, FuseOptions options)
     {
@@ -62,43 +64,13 @@ public sealed class FuseServer : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         mountPoint = Path.GetFullPath(mountPoint);
         var dispatcher = new FuseDispatcher(images, options);
-        if (Native.geteuid() != 0)
-            throw new FvdException(FvdErrorKind.PermissionDenied, "must run as root (mount(2) needs CAP_SYS_ADMIN)");
-
-        int fd = Native.open("/dev/fuse", Native.O_RDWR | Native.O_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            int err = Marshal.GetLastPInvokeError();
-            throw err == Errno.ENOENT
-                ? new FvdException(FvdErrorKind.NotFound, "/dev/fuse does not exist (modprobe fuse, or give the container /dev/fuse)")
-                : new FvdException(FvdErrorKind.Io, $"cannot open /dev/fuse: {Native.StrError(err)}");
-        }
-
-        uint uid = Native.geteuid(), gid = Native.getegid();
-        var data = string.Create(CultureInfo.InvariantCulture,
-            $"fd={fd},rootmode=40000,user_id={uid},group_id={gid},max_read={FuseProtocol.MaxWrite}");
-        if (options.EffectiveDefaultPermissions) data += ",default_permissions";
-        if (options.AllowOther) data += ",allow_other";
-        ulong flags = Native.MS_NOSUID | Native.MS_NODEV | (options.ReadOnly ? Native.MS_RDONLY : 0);
-        if (Native.mount(source, mountPoint, "fuse.fvd", flags, data) != 0)
-        {
-            int err = Marshal.GetLastPInvokeError();
-            Native.close(fd);
-            throw err switch
-            {
-                Errno.ENOENT => new FvdException(FvdErrorKind.NotFound, "mountpoint does not exist", mountPoint),
-                Errno.ENOTDIR => new FvdException(FvdErrorKind.InvalidArgument, "mountpoint is not a directory", mountPoint),
-                Errno.EBUSY => new FvdException(FvdErrorKind.Busy, "mountpoint is busy", mountPoint),
-                Errno.EPERM or Errno.EACCES => new FvdException(FvdErrorKind.PermissionDenied,
-                    $"mount failed: {Native.StrError(err)} (needs root with CAP_SYS_ADMIN)", mountPoint),
-                _ => new FvdException(FvdErrorKind.Io, $"mount failed: {Native.StrError(err)}", mountPoint),
-            };
-        }
+        var mount = FuseMount.Mount(mountPoint, source, options);
+        int fd = mount.Fd;
 
         // Loop devices on FUSE can deadlock in memory reclaim; this flag helps where allowed (CAP_SYS_RESOURCE).
         _ = Native.prctl(Native.PR_SET_IO_FLUSHER, 1, 0, 0, 0);
 
-        var server = new FuseServer(mountPoint, fd, dispatcher, options) { _mounted = true };
+        var server = new FuseServer(mountPoint, fd, dispatcher, options) { _mount = mount, _mounted = true };
         dispatcher.BackingOpen = server.RegisterBacking;
         server.Start();
         // Also stop waiting if the connection ends first (unmounted from outside before INIT arrived).
@@ -248,16 +220,9 @@ public sealed class FuseServer : IDisposable
         lock (_unmountLock)
         {
             if (!_mounted || _exited.IsSet) return UnmountResult.NotMounted;
-            if (Native.umount2(MountPoint, 0) == 0) { _mounted = false; return UnmountResult.Unmounted; }
-            int err = Marshal.GetLastPInvokeError();
-            if (err == Errno.EBUSY)
-            {
-                if (!lazy) return UnmountResult.Busy;
-                if (Native.umount2(MountPoint, Native.MNT_DETACH) == 0) { _mounted = false; return UnmountResult.Detached; }
-                err = Marshal.GetLastPInvokeError();
-            }
-            if (err == Errno.EINVAL) { _mounted = false; return UnmountResult.NotMounted; } // already gone
-            throw new FvdException(FvdErrorKind.Io, $"unmount failed: {Native.StrError(err)}", MountPoint);
+            var result = _mount!.Unmount(lazy);
+            if (result != UnmountResult.Busy) _mounted = false;
+            return result;
         }
     }
 
@@ -274,21 +239,9 @@ public sealed class FuseServer : IDisposable
     /// </summary>
     public int RunUntilStopped(Action? onShutdown)
     {
-        var regs = new List<PosixSignalRegistration>();
-        foreach (var sig in StopSignals)
-            regs.Add(PosixSignalRegistration.Create(sig, ctx => { ctx.Cancel = true; RequestStop(); }));
-        try
-        {
-            return WaitAndShutdown(onShutdown);
-        }
-        finally
-        {
-            foreach (var r in regs) r.Dispose();
-        }
+        using var signals = Fvd.Fuse.StopSignals.Watch(RequestStop);
+        return WaitAndShutdown(onShutdown);
     }
-
-    /// <summary>The signals that mean "unmount and exit".</summary>
-    public static IReadOnlyList<PosixSignal> StopSignals { get; } = [PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP];
 
     /// <summary>Waits until every request thread has stopped, closes /dev/fuse, then calls onShutdown. Returns 0.</summary>
     public int WaitAndShutdown(Action? onShutdown)

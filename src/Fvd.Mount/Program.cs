@@ -1,15 +1,15 @@
 // fvdmount: mounts images as NAME.raw files in a directory, via Fvd.Fuse.
-// Exit codes: 0 success, 1 usage or configuration error, 2 runtime error (image, mountpoint, /dev/fuse, root...).
+// Exit codes: 0 success, 1 usage or configuration error, 2 runtime error (image, mountpoint, /dev/fuse, mount...).
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using Fvd.Core;
 using Fvd.Core.Io;
 using Fvd.Fuse;
 using Microsoft.Extensions.Configuration;
+using Mono.Unix.Native;
 
 namespace Fvd.Mount;
 
-public static partial class Program
+public static class Program
 {
     public const int ExitOk = 0, ExitUsage = 1, ExitRuntime = 2;
 
@@ -118,29 +118,17 @@ public static partial class Program
             message = "/dev/fuse does not exist (modprobe fuse; in a container, pass --device /dev/fuse)";
             return ExitRuntime;
         }
-        if (Geteuid() != 0) { message = "must be run as root (mounting needs CAP_SYS_ADMIN)"; return ExitRuntime; }
         return ExitOk;
     }
 
     private static int Serve(MountSettings s, bool child)
     {
-        if (child) _ = Setsid(); // leave the caller's session so its hangup does not reach us
+        if (child) _ = Syscall.setsid(); // leave the caller's session so its hangup does not reach us
 
         // Catch stop signals from the start: one arriving while mounting must unmount, not kill us mid-way.
         var stop = new StopState();
-        var regs = FuseServer.StopSignals.Select(sig => PosixSignalRegistration.Create(sig, ctx =>
-        {
-            ctx.Cancel = true;
-            stop.Signal();
-        })).ToList();
-        try
-        {
-            return ServeCore(s, child, stop);
-        }
-        finally
-        {
-            foreach (var r in regs) r.Dispose();
-        }
+        using var signals = StopSignals.Watch(stop.Signal);
+        return ServeCore(s, child, stop);
     }
 
     /// <summary>Remembers a stop signal that arrives before the server exists.</summary>
@@ -310,9 +298,9 @@ public static partial class Program
     {
         using var devnull = File.Open("/dev/null", FileMode.Open, FileAccess.ReadWrite);
         int fd = (int)devnull.SafeFileHandle.DangerousGetHandle();
-        _ = Dup2(fd, 0);
-        _ = Dup2(fd, 1);
-        _ = Dup2(fd, 2);
+        _ = Syscall.dup2(fd, 0);
+        _ = Syscall.dup2(fd, 1);
+        _ = Syscall.dup2(fd, 2);
     }
 
     /// <summary>True when the path is itself a mount point (field 5 of /proc/self/mountinfo).</summary>
@@ -336,13 +324,4 @@ public static partial class Program
     private static string Unescape(string s) =>
         !s.Contains('\\') ? s : System.Text.RegularExpressions.Regex.Replace(s, @"\\([0-7]{3})",
             m => ((char)Convert.ToInt32(m.Groups[1].Value, 8)).ToString());
-
-    [LibraryImport("libc", EntryPoint = "geteuid")]
-    private static partial uint Geteuid();
-
-    [LibraryImport("libc", EntryPoint = "setsid")]
-    private static partial int Setsid();
-
-    [LibraryImport("libc", EntryPoint = "dup2")]
-    private static partial int Dup2(int oldfd, int newfd);
 }

@@ -2,6 +2,7 @@
 // writes, punch-holes, zero-ranges, fsyncs and close/reopen against any file, with a shadow copy in memory;
 // every read is verified; seeded; on a mismatch the recent operation log is printed and the run stops.
 using System.Runtime.InteropServices;
+using Fvd.Core.Io;
 using Fvd.Core.Image;
 
 namespace Fvd.Reliability;
@@ -53,8 +54,8 @@ public sealed unsafe class PosixFileTarget : IFsxTarget
 
     private void Open()
     {
-        _fd = Native.open(_path, Native.O_RDWR | (_direct ? Native.O_DIRECT : 0), 0);
-        if (_fd < 0) throw Native.Error("open", _path);
+        _fd = Libc.open(_path, Libc.O_RDWR | (_direct ? Libc.O_DIRECT : 0), 0);
+        if (_fd < 0) throw Libc.Error("open", _path);
     }
 
     public void Read(long offset, Span<byte> buffer)
@@ -64,9 +65,9 @@ public sealed unsafe class PosixFileTarget : IFsxTarget
         {
             int n = Math.Min(buffer.Length - done, BounceSize);
             nint r;
-            if (_direct) r = Native.pread(_fd, _bounce, (nuint)n, offset + done);
-            else fixed (byte* p = buffer[done..]) r = Native.pread(_fd, p, (nuint)n, offset + done);
-            if (r < 0) { if (Marshal.GetLastPInvokeError() == Native.EINTR) continue; throw Native.Error("pread", _path); }
+            if (_direct) r = Libc.pread(_fd, _bounce, (nuint)n, offset + done);
+            else fixed (byte* p = buffer[done..]) r = Libc.pread(_fd, p, (nuint)n, offset + done);
+            if (r < 0) { if (Marshal.GetLastPInvokeError() == Libc.EINTR) continue; throw Libc.Error("pread", _path); }
             if (r == 0) throw new IOException($"pread {_path}: unexpected end of file at {offset + done}");
             if (_direct) new ReadOnlySpan<byte>(_bounce, (int)r).CopyTo(buffer[done..]);
             done += (int)r;
@@ -83,10 +84,10 @@ public sealed unsafe class PosixFileTarget : IFsxTarget
             if (_direct)
             {
                 buffer.Slice(done, n).CopyTo(new Span<byte>(_bounce, n));
-                r = Native.pwrite(_fd, _bounce, (nuint)n, offset + done);
+                r = Libc.pwrite(_fd, _bounce, (nuint)n, offset + done);
             }
-            else fixed (byte* p = buffer[done..]) r = Native.pwrite(_fd, p, (nuint)n, offset + done);
-            if (r < 0) { if (Marshal.GetLastPInvokeError() == Native.EINTR) continue; throw Native.Error("pwrite", _path); }
+            else fixed (byte* p = buffer[done..]) r = Libc.pwrite(_fd, p, (nuint)n, offset + done);
+            if (r < 0) { if (Marshal.GetLastPInvokeError() == Libc.EINTR) continue; throw Libc.Error("pwrite", _path); }
             if (r == 0) throw new IOException($"pwrite {_path}: wrote nothing at {offset + done}");
             done += (int)r;
         }
@@ -96,31 +97,31 @@ public sealed unsafe class PosixFileTarget : IFsxTarget
     {
         while (true)
         {
-            if (Native.fallocate(_fd, mode | Native.FALLOC_FL_KEEP_SIZE, offset, length) == 0) return true;
+            if (Libc.fallocate(_fd, mode | Libc.FALLOC_FL_KEEP_SIZE, offset, length) == 0) return true;
             int e = Marshal.GetLastPInvokeError();
-            if (e == Native.EINTR) continue;
-            if (e is Native.EOPNOTSUPP or Native.ENOSYS) return false;
-            throw Native.Error($"fallocate({what})", _path);
+            if (e == Libc.EINTR) continue;
+            if (e is Libc.EOPNOTSUPP or Libc.ENOSYS) return false;
+            throw Libc.Error($"fallocate({what})", _path);
         }
     }
 
-    public bool PunchHole(long offset, long length) => Fallocate(Native.FALLOC_FL_PUNCH_HOLE, offset, length, "punch hole");
-    public bool ZeroRange(long offset, long length) => Fallocate(Native.FALLOC_FL_ZERO_RANGE, offset, length, "zero range");
+    public bool PunchHole(long offset, long length) => Fallocate(Libc.FALLOC_FL_PUNCH_HOLE, offset, length, "punch hole");
+    public bool ZeroRange(long offset, long length) => Fallocate(Libc.FALLOC_FL_ZERO_RANGE, offset, length, "zero range");
 
     public void Fsync()
     {
-        if (Native.fsync(_fd) != 0) throw Native.Error("fsync", _path);
+        if (Mono.Unix.Native.Syscall.fsync(_fd) != 0) throw Libc.Error("fsync", _path);
     }
 
     public void Reopen()
     {
-        if (Native.close(_fd) != 0) throw Native.Error("close", _path);
+        if (Libc.close(_fd) != 0) throw Libc.Error("close", _path);
         Open();
     }
 
     public void Dispose()
     {
-        if (_fd >= 0) Native.close(_fd);
+        if (_fd >= 0) Libc.close(_fd);
         _fd = -1;
         if (_bounce != null) NativeMemory.AlignedFree(_bounce);
         _bounce = null;

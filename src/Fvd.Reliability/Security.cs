@@ -22,7 +22,7 @@ public static class SecurityChecks
             string Fifo(string name)
             {
                 string p = Path.Combine(dir, name);
-                if (Native.mkfifo(p, Convert.ToUInt32("600", 8)) != 0) throw Native.Error("mkfifo", p);
+                if (Mono.Unix.Native.Syscall.mkfifo(p, Mono.Unix.Native.FilePermissions.S_IRUSR | Mono.Unix.Native.FilePermissions.S_IWUSR) != 0) throw Libc.Error("mkfifo", p);
                 fifos.Add(p);
                 return p;
             }
@@ -108,8 +108,8 @@ public static class SecurityChecks
             // Release any thread still blocked opening a FIFO for reading, then clean up.
             foreach (var f in fifos)
             {
-                int fd = Native.open(f, Native.O_WRONLY | Native.O_NONBLOCK, 0);
-                if (fd >= 0) Native.close(fd);
+                int fd = Libc.open(f, Libc.O_WRONLY | Libc.O_NONBLOCK, 0);
+                if (fd >= 0) Libc.close(fd);
             }
             try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
         }

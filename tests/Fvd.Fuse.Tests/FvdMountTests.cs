@@ -269,25 +269,35 @@ public sealed class FvdMountTests : IDisposable
     }
 
     [Fact]
-    public void Not_root_is_reported_in_one_line()
+    public void No_access_to_dev_fuse_is_reported_in_one_line()
     {
         Kernel.RequireTool("setpriv", "util-linux");
-        // The user must be able to reach the image and the mount point to get as far as the root check.
+        // The user must be able to reach the image and the mount point to get as far as /dev/fuse.
         // If the build output or the .NET runtime is not readable by 'nobody' (a checkout under /root), this
-        // check cannot be made from outside; the message itself is one line in Program.Preflight.
+        // check cannot be made from outside; the message itself is one line in FuseMount.Mount.
         var probe = Kernel.RunIn(null, 60, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
             "env", "HOME=/tmp", Kernel.FvdMountPath(), "--version");
         if (probe.Rc != 0)
         {
-            Console.Error.WriteLine($"Not_root_is_reported_in_one_line: 'nobody' cannot run fvdmount here ({probe.Err.Trim()}); not checked");
+            Console.Error.WriteLine($"No_access_to_dev_fuse_is_reported_in_one_line: 'nobody' cannot run fvdmount here ({probe.Err.Trim()}); not checked");
             return;
         }
         Kernel.Ok("chmod", "0777", _dir, _mnt);
         Kernel.Ok("chmod", "0666", _img);
-        var (rc, _, err) = Kernel.RunIn(null, 60, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            "env", "HOME=/tmp", Kernel.FvdMountPath(), "-f", _img, _mnt);
-        Assert.Equal(2, rc);
-        Assert.Contains("must be run as root", err, StringComparison.Ordinal);
+        string mode = Kernel.Run("stat", "-c", "%a", "/dev/fuse").Out.Trim();
+        Kernel.Ok("chmod", "0600", "/dev/fuse"); // a system where only root may use FUSE
+        try
+        {
+            var (rc, _, err) = Kernel.RunIn(null, 60, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "env", "HOME=/tmp", Kernel.FvdMountPath(), "-f", _img, _mnt);
+            Assert.Equal(2, rc);
+            Assert.StartsWith("fvdmount: cannot open /dev/fuse: permission denied", err, StringComparison.Ordinal);
+            Assert.Single(err.Trim().Split('\n'));
+        }
+        finally
+        {
+            Kernel.Ok("chmod", mode, "/dev/fuse");
+        }
     }
 
     [Fact]

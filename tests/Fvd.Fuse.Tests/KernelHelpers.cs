@@ -8,22 +8,19 @@ namespace Fvd.Fuse.Tests;
 [CollectionDefinition("kernel", DisableParallelization = true)]
 public sealed class KernelCollection;
 
-internal static partial class TestLibc
+/// <summary>The few calls the tests make, through the project's one libc door (Libc) and Mono.Unix.</summary>
+internal static class TestLibc
 {
-    public const int SEEK_DATA = 3, SEEK_HOLE = 4, SIGTERM = 15, SIGINT = 2, ENXIO = 6;
+    public const int SEEK_DATA = Libc.SEEK_DATA, SEEK_HOLE = Libc.SEEK_HOLE, SIGTERM = 15, SIGINT = 2, ENXIO = Libc.ENXIO;
 
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial long lseek(int fd, long offset, int whence);
+    public static long lseek(int fd, long offset, int whence) => Libc.lseek(fd, offset, whence);
 
-    [LibraryImport("libc", SetLastError = true)]
-    public static partial int kill(int pid, int sig);
+    public static int kill(int pid, int sig) => Mono.Unix.Native.Syscall.kill(pid, Mono.Unix.Native.NativeConvert.ToSignum(sig));
 
-    [LibraryImport("libc")]
-    public static partial uint geteuid();
+    public static uint geteuid() => Mono.Unix.Native.Syscall.geteuid();
 
     /// <summary>umount(2) from this process: returns as the syscall does, with no umount(8) to start first.</summary>
-    [LibraryImport("libc", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    public static partial int umount2(string target, int flags);
+    public static int umount2(string target, int flags) => Libc.umount2(target, flags);
 }
 
 internal static class Kernel
@@ -85,16 +82,21 @@ internal static class Kernel
     }
 
     /// <summary>The fvdmount executable built next to these tests (same configuration).</summary>
-    public static string FvdMountPath()
+    public static string FvdMountPath() => BuiltTool("Fvd.Mount", "fvdmount");
+
+    /// <summary>The fvd-img executable built by the same solution build.</summary>
+    public static string FvdImgPath() => BuiltTool("Fvd.Img", "fvd-img");
+
+    private static string BuiltTool(string project, string exe)
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         string config = dir.Parent!.Name; // bin/<config>/net10.0/
         for (var d = dir; d is not null; d = d.Parent)
         {
-            string candidate = Path.Combine(d.FullName, "src", "Fvd.Mount", "bin", config, "net10.0", "fvdmount");
+            string candidate = Path.Combine(d.FullName, "src", project, "bin", config, "net10.0", exe);
             if (File.Exists(candidate)) return candidate;
         }
-        Assert.Fail("cannot find the built fvdmount next to the tests (build the solution first)");
+        Assert.Fail($"cannot find the built {exe} next to the tests (build the solution first)");
         return null!;
     }
 
