@@ -41,7 +41,7 @@ public sealed partial class FvdImage
     /// <summary>Serves a backing run in pieces of at most 1 MiB, each saved unless too much is in flight.</summary>
     private void ReadWithCopyOnRead(long pos, Span<byte> dst)
     {
-        long piece = Math.Max(BlockSize, Math.Min(1 << 20, _header.Prefetch.MaxOutstandingCorBytes) >> _blockShift << _blockShift);
+        long piece = Math.Max(BlockSize, Math.Min(1 << 20, Header.Prefetch.MaxOutstandingCorBytes) >> _blockShift << _blockShift);
         while (!dst.IsEmpty)
         {
             // Cut at a block boundary so each piece widens to whole blocks on its own.
@@ -61,9 +61,9 @@ public sealed partial class FvdImage
     private bool ReadAndSave(long pos, Span<byte> dst)
     {
         long start = pos >> _blockShift << _blockShift;
-        long end = Math.Min(BitmapEnd, (pos + dst.Length + BlockSize - 1) >> _blockShift << _blockShift);
+        long end = Math.Min(_map.MappedEnd, (pos + dst.Length + BlockSize - 1) >> _blockShift << _blockShift);
         long len = end - start;
-        long limit = Math.Max(_header.Prefetch.MaxOutstandingCorBytes, len);
+        long limit = Math.Max(Header.Prefetch.MaxOutstandingCorBytes, len);
         // Back-pressure: wait a little for the saver to catch up; past that, skip saving this piece
         // (paper: copy-on-read pauses while too much is unsaved), which loses nothing.
         long deadline = Environment.TickCount64 + 2000;
@@ -146,13 +146,12 @@ public sealed partial class FvdImage
             {
                 for (long b = g; b < gEnd;)
                 {
-                    if (_bitmap.Get(first + b)) { b++; continue; }
+                    if (_map.IsLocal(first + b)) { b++; continue; }
                     long e = b + 1;
-                    while (e < gEnd && !_bitmap.Get(first + e)) e++;
+                    while (e < gEnd && !_map.IsLocal(first + e)) e++;
                     long from = b << _blockShift, to = Math.Min(e << _blockShift, content.Length);
-                    _data.Write(offset + from, content[(int)from..(int)to]);
-                    MarkDataWritten();
-                    _bitmap.SetRange(first + b, e - b);
+                    WriteData(offset + from, content[(int)from..(int)to]);
+                    _map.MarkLocal(first + b, e - b);
                     saved += to - from;
                     b = e;
                 }
@@ -190,13 +189,13 @@ public sealed partial class FvdImage
     {
         Image = Path,
         VirtualSize = Length,
-        BlocksTotal = _bitmap.Blocks,
-        BlocksLocal = AllLocal ? _bitmap.Blocks : _bitmap.CountSet(),
+        BlocksTotal = _map.Blocks,
+        BlocksLocal = _map.CountLocal(),
         BackingBytesRead = Interlocked.Read(ref _backingBytesRead),
         CopyOnReadBytesSaved = Interlocked.Read(ref _corBytesSaved),
         PrefetchBytesSaved = Interlocked.Read(ref _prefetchBytesSaved),
         // Finished however the blocks became local, even while a delayed prefetch still waits to notice.
-        Prefetch = AllLocal && _bitmap.Blocks > 0 ? PrefetchState.Finished : _prefetcher?.State ?? PrefetchState.Disabled,
+        Prefetch = AllLocal && _map.Blocks > 0 ? PrefetchState.Finished : _prefetcher?.State ?? PrefetchState.Disabled,
         PrefetchRate = _prefetcher?.Rate ?? 0,
         CopyOnRead = _copyOnRead,
         Finished = AllLocal,

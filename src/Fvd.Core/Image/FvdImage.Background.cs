@@ -8,7 +8,6 @@ namespace Fvd.Core.Image;
 public sealed partial class FvdImage
 {
     private Prefetcher? _prefetcher;
-    private long _firstMissingHint; // no block below it has bit 0 (bits only go 0 -> 1 while the image is open)
 
     /// <summary>
     /// Starts copy-on-read (per the header's flag unless overridden) and prefetch (when the header's start
@@ -21,8 +20,8 @@ public sealed partial class FvdImage
         if (IsReadOnly || _backing is null || AllLocal) return;
         FinishIfAllLocal();
         if (AllLocal) return;
-        EnableCopyOnRead(copyOnRead ?? (_header.Flags & HeaderFlags.CopyOnRead) != 0);
-        var s = prefetch ?? _header.Prefetch;
+        EnableCopyOnRead(copyOnRead ?? (Header.Flags & HeaderFlags.CopyOnRead) != 0);
+        var s = prefetch ?? Header.Prefetch;
         if (s.StartDelaySeconds >= 0 && _prefetcher is null) _prefetcher = new Prefetcher(this, s);
     }
 
@@ -45,7 +44,7 @@ public sealed partial class FvdImage
         if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
         if (AllLocal) return;
         if (_backing is null) throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
-        var s = (limits ?? _header.Prefetch) with { StartDelaySeconds = 0 };
+        var s = (limits ?? Header.Prefetch) with { StartDelaySeconds = 0 };
         using (var p = new Prefetcher(this, s))
         {
             _prefetcher = p;
@@ -54,7 +53,7 @@ public sealed partial class FvdImage
                 while (p.State is PrefetchState.Waiting or PrefetchState.Running or PrefetchState.Paused)
                 {
                     if (ct.WaitHandle.WaitOne(100)) break;
-                    progress?.Invoke(_bitmap.CountSet(), _bitmap.Blocks);
+                    progress?.Invoke(_map.CountLocal(), _map.Blocks);
                     onStatus?.Invoke(Status);
                 }
             }
@@ -64,7 +63,7 @@ public sealed partial class FvdImage
             }
             if (p.Error is not null) throw new FvdException(FvdErrorKind.Io, $"prefetch failed: {p.Error}", Path);
         }
-        progress?.Invoke(_bitmap.CountSet(), _bitmap.Blocks);
+        progress?.Invoke(_map.CountLocal(), _map.Blocks);
         onStatus?.Invoke(Status);
     }
 
@@ -75,25 +74,12 @@ public sealed partial class FvdImage
     /// </summary>
     internal void FinishIfAllLocal()
     {
-        if (IsReadOnly || AllLocal || !AllBlocksLocal()) return;
+        // AllBlocksLocal is cheap to call after every copy-on-read save (LinearMap.AllBlocksLocal).
+        if (IsReadOnly || AllLocal || !_map.AllBlocksLocal()) return;
         Flush();
-        lock (_flushLock)
-        {
-            if ((_header.Flags & HeaderFlags.PrefetchFinished) == 0)
-                WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.PrefetchFinished });
-        }
+        _metadata.UpdateHeader(h => (h.Flags & HeaderFlags.PrefetchFinished) != 0 ? null : h with { Flags = h.Flags | HeaderFlags.PrefetchFinished });
+        _map.MarkFinished();
         _copyOnRead = false;
-    }
-
-    /// <summary>
-    /// Whether every bit is set. The scan starts at the first block not yet seen local, so calling this
-    /// after every copy-on-read save costs one pass over the bitmap in the image's whole open life.
-    /// </summary>
-    private bool AllBlocksLocal()
-    {
-        long first = _bitmap.NextWithValue(Volatile.Read(ref _firstMissingHint), _bitmap.Blocks, false);
-        Volatile.Write(ref _firstMissingHint, first); // a racing caller may store a smaller value: still a lower bound
-        return first == _bitmap.Blocks;
     }
 
     private void StopBackgroundWork()
@@ -116,20 +102,17 @@ public sealed partial class FvdImage
     /// <summary>Detach's header update on an open image (tests tear it: it spans several sectors).</summary>
     internal void DetachBacking()
     {
-        if (!_header.HasBacking) return;
-        if (!AllLocal && !_bitmap.AllSet)
+        if (!Header.HasBacking) return;
+        if (!_map.AllBlocksLocal())
             throw new FvdException(FvdErrorKind.InvalidArgument,
-                $"{_bitmap.Blocks - _bitmap.CountSet()} blocks still live in the backing; run 'fvd-img prefetch' first", Path);
+                $"{_map.Blocks - _map.CountLocal()} blocks still live in the backing; run 'fvd-img prefetch' first", Path);
         Flush();
-        lock (_flushLock)
+        _metadata.UpdateHeader(h => h with
         {
-            WriteHeader(_header with
-            {
-                BackingSize = 0, BackingPath = "", BackingFormat = "", BitmapOffset = 0, BitmapLength = 0,
-                Flags = _header.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
-                Compatible = _header.Compatible & ~CompatibleFeatures.PrefetchProfile,
-                ReservedRegions = new (long, long)[5],
-            });
-        }
+            BackingSize = 0, BackingPath = "", BackingFormat = "", BitmapOffset = 0, BitmapLength = 0,
+            Flags = h.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
+            Compatible = h.Compatible & ~CompatibleFeatures.PrefetchProfile,
+            ReservedRegions = new (long, long)[5],
+        });
     }
 }

@@ -12,17 +12,11 @@ public sealed partial class FvdImage
     /// <summary>The stored prefetch profile (empty when none).</summary>
     public IReadOnlyList<(long Offset, long Length)> PrefetchProfileEntries => _profile ?? LoadProfile();
 
-    private List<(long Offset, long Length)> LoadProfile()
-    {
-        if ((_header.Compatible & CompatibleFeatures.PrefetchProfile) == 0) return _profile = new();
-        var (off, len) = _header.ReservedRegions[FvdHeader.ProfileRegion];
-        var buf = new byte[len];
-        _meta.Read(off, buf);
-        return _profile = PrefetchProfile.Parse(buf, _header.BackingSize, Path);
-    }
+    private List<(long Offset, long Length)> LoadProfile() => _profile =
+        _metadata.Regions.Profile.Length == 0 ? new() : PrefetchProfile.Parse(_metadata.ReadProfile(), Header.BackingSize, Path);
 
     /// <summary>Starts recording which backing ranges are read (first read of each block only).</summary>
-    public void StartProfileRecording() => _recorder ??= new ProfileRecorder(_header.BackingSize, _blockShift);
+    public void StartProfileRecording() => _recorder ??= new ProfileRecorder(Header.BackingSize, _blockShift);
 
     /// <summary>The ranges recorded so far, in first-read order, merged where adjacent.</summary>
     public List<(long Offset, long Length)> RecordedProfile() => _recorder?.Entries() ?? new();
@@ -35,24 +29,12 @@ public sealed partial class FvdImage
     {
         ThrowIfDisposed();
         if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
-        if (!_header.HasBacking) throw new FvdException(FvdErrorKind.InvalidArgument, "image has no backing; a prefetch profile needs one", Path);
+        if (!Header.HasBacking) throw new FvdException(FvdErrorKind.InvalidArgument, "image has no backing; a prefetch profile needs one", Path);
         foreach (var (o, l) in entries)
-            if (o < 0 || l <= 0 || o >= _header.BackingSize || l > _header.BackingSize - o)
-                throw new FvdException(FvdErrorKind.InvalidArgument, $"profile range [{o}, +{l}) is outside the backing ({_header.BackingSize} bytes)", Path);
-        var bytes = PrefetchProfile.Serialize(entries);
-        lock (_flushLock)
-        {
-            ThrowIfSyncFailed();
-            long start = _header.InlineData ? FvdHeader.AlignUp(_header.DataOffset + _header.VirtualSize, 4096)
-                : (_header.BitmapLength == 0 ? _header.HeaderArea : FvdHeader.AlignUp(_header.BitmapOffset + _header.BitmapLength, 4096));
-            if (_meta is Io.FileDevice f && f.Length < start + bytes.Length) f.SetLength(start + bytes.Length);
-            _meta.Write(start, bytes);
-            Sync(_meta, "metadata sync");
-            var regions = (ValueTuple<long, long>[])_header.ReservedRegions.Clone();
-            regions[FvdHeader.ProfileRegion] = (start, bytes.Length);
-            WriteHeader(_header with { Compatible = _header.Compatible | CompatibleFeatures.PrefetchProfile, ReservedRegions = regions });
-            _profile = new List<(long, long)>(entries);
-        }
+            if (o < 0 || l <= 0 || o >= Header.BackingSize || l > Header.BackingSize - o)
+                throw new FvdException(FvdErrorKind.InvalidArgument, $"profile range [{o}, +{l}) is outside the backing ({Header.BackingSize} bytes)", Path);
+        _metadata.WriteProfile(PrefetchProfile.Serialize(entries));
+        _profile = new List<(long, long)>(entries);
     }
 
     /// <summary>
@@ -61,9 +43,9 @@ public sealed partial class FvdImage
     /// </summary>
     public List<(long Offset, long Length)> BuildProfile(IEnumerable<(long Offset, long Length)> reads)
     {
-        var rec = new ProfileRecorder(_header.BackingSize, _blockShift);
+        var rec = new ProfileRecorder(Header.BackingSize, _blockShift);
         foreach (var (o, l) in reads)
-            if (o >= 0 && o < _header.BackingSize && l > 0) rec.Record(o, Math.Min(l, _header.BackingSize - o));
+            if (o >= 0 && o < Header.BackingSize && l > 0) rec.Record(o, Math.Min(l, Header.BackingSize - o));
         return rec.Entries();
     }
 

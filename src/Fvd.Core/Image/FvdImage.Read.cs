@@ -1,6 +1,7 @@
 // Reads: split by the bitmap into runs served by the data file and runs served by the backing image
 // (paper 3.2). Bytes past the backing's end read as zeros; once prefetch has finished, everything is local.
 using System.Buffers;
+using Fvd.Core.Image.Mapping;
 using Fvd.Core.Io;
 
 namespace Fvd.Core.Image;
@@ -15,31 +16,13 @@ public sealed partial class FvdImage
         long end = offset + buffer.Length;
         while (pos < end)
         {
-            long runEnd = RunEnd(pos, end, out bool local);
+            var place = _map.Lookup(pos, end, out long runEnd, out long dataOffset);
             var dst = buffer.Slice((int)(pos - offset), (int)(runEnd - pos));
-            if (local) _data.Read(pos, dst);
+            if (place == Placement.Local) _data.Read(dataOffset, dst);
             else if (_copyOnRead) ReadWithCopyOnRead(pos, dst);
             else ReadBacking(pos, dst);
             pos = runEnd;
         }
-    }
-
-    /// <summary>
-    /// The end of the run starting at pos (at most end) whose blocks are all local or all in the backing.
-    /// </summary>
-    private long RunEnd(long pos, long end, out bool local)
-    {
-        if (pos >= BitmapEnd || AllLocal)
-        {
-            local = true;
-            return end;
-        }
-        long block = pos >> _blockShift;
-        local = _bitmap.Get(block);
-        long next = _bitmap.NextWithValue(block, _bitmap.Blocks, !local);
-        // Past the last bitmap block everything is local, so a local run continues to the end.
-        if (local && next == _bitmap.Blocks) return end;
-        return Math.Min(end, next << _blockShift);
     }
 
     /// <summary>
@@ -50,26 +33,20 @@ public sealed partial class FvdImage
     public bool MayReadBacking(long offset, long length, bool write)
     {
         long end = Math.Min(offset + Math.Max(0, length), Length);
-        if (offset < 0 || offset >= Math.Min(end, BitmapEnd) || AllLocal) return false;
-        if (!write) return RunEnd(offset, end, out bool local) < end || !local;
+        if (offset < 0 || offset >= Math.Min(end, _map.MappedEnd) || _map.Finished) return false;
+        if (!write) return _map.Lookup(offset, end, out long runEnd, out _) != Placement.Local || runEnd < end;
         return EdgeInBacking(offset >> _blockShift) || EdgeInBacking((end - 1) >> _blockShift);
 
-        bool EdgeInBacking(long b) => b < _bitmap.Blocks && !_bitmap.Get(b) && IsPartial(b, offset, end);
+        bool EdgeInBacking(long b) => !_map.IsLocal(b) && IsPartial(b, offset, end);
     }
 
-    /// <summary>
-    /// End of the bytes that have bits: the backing's size rounded up to a whole block (the last block may
-    /// reach past the backing's end; its bit covers that tail too).
-    /// </summary>
-    internal long BitmapEnd => Math.Min(_bitmap.Blocks << _blockShift, Length);
-
     /// <summary>True once every block is local (prefetch finished): the backing is never consulted.</summary>
-    private bool AllLocal => (_header.Flags & Format.HeaderFlags.PrefetchFinished) != 0;
+    private bool AllLocal => _map.Finished;
 
     /// <summary>Reads backing content for [pos, pos+dst.Length); the part past the backing's end is zeros.</summary>
     private void ReadBacking(long pos, Span<byte> dst, bool prefetch = false)
     {
-        long inBacking = Math.Clamp(_header.BackingSize - pos, 0, dst.Length);
+        long inBacking = Math.Clamp(Header.BackingSize - pos, 0, dst.Length);
         if (inBacking > 0)
         {
             if (_backing is null)
@@ -90,18 +67,18 @@ public sealed partial class FvdImage
         MapEntry? pending = null;
         while (pos < end)
         {
-            long runEnd = RunEnd(pos, end, out bool local);
+            bool local = _map.Lookup(pos, end, out long runEnd, out long dataOffset) == Placement.Local;
             for (long p = pos; p < runEnd;)
             {
                 MapEntry e;
                 if (local)
                 {
-                    var x = _data.GetExtent(p, runEnd - p);
+                    var x = _data.GetExtent(dataOffset + (p - pos), runEnd - p);
                     e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Data : MapKind.Zero);
                 }
                 else
                 {
-                    long inBacking = Math.Min(runEnd, _header.BackingSize);
+                    long inBacking = Math.Min(runEnd, Header.BackingSize);
                     if (p >= inBacking) e = new MapEntry(p, runEnd - p, MapKind.BackingZero);
                     else if (_backing is null) e = new MapEntry(p, inBacking - p, MapKind.Backing);
                     else

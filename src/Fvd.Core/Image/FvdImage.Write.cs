@@ -3,7 +3,8 @@
 // Only the first and last block of a request can be partly covered. A partly covered block that is still
 // in the backing is read, merged and written whole ("read-merge-write"); fully covered blocks are written
 // directly. Blocks already local, and everything past the backing's end, touch no metadata ("free
-// writes"). Bits are set in memory after the data write completes and reach the disk at the next Flush.
+// writes"). Where data goes and which blocks are local is the block map's (Mapping/IBlockMap.cs); blocks
+// are marked local in memory after the data write completes and reach the disk at the next Flush.
 //
 // Concurrency: requests that touch a block still in the backing take that block's stripe lock (in
 // ascending order, so no deadlock) and re-check the bit under it, so two partial writes to one uncopied
@@ -34,8 +35,8 @@ public sealed partial class FvdImage
         DeviceChecks.Range(this, offset, length, Path);
         if (length == 0) return;
         long end = offset + length;
-        long covered = Math.Min(end, BitmapEnd); // the part that has bits
-        if (offset >= covered || AllLocal || _bitmap.NextWithValue(offset >> _blockShift, ((covered - 1) >> _blockShift) + 1, false) > (covered - 1) >> _blockShift)
+        long covered = Math.Min(end, _map.MappedEnd); // the part that has bits
+        if (offset >= covered || _map.NextInBacking(offset >> _blockShift, ((covered - 1) >> _blockShift) + 1) > (covered - 1) >> _blockShift)
         {
             Direct(op, offset, length, src);
             return;
@@ -64,7 +65,7 @@ public sealed partial class FvdImage
         byte[]? tail = null;
         try
         {
-            if (lastB != offset >> _blockShift && lastB < _bitmap.Blocks && !_bitmap.Get(lastB) && IsPartial(lastB, offset, end))
+            if (lastB != offset >> _blockShift && !_map.IsLocal(lastB) && IsPartial(lastB, offset, end))
             {
                 tail = RentBlock();
                 ReadBacking(lastB << _blockShift, tail.AsSpan(0, (int)(BlockEnd(lastB) - (lastB << _blockShift))));
@@ -83,7 +84,7 @@ public sealed partial class FvdImage
         while (pos < end)
         {
             long b = pos >> _blockShift;
-            if (b < _bitmap.Blocks && !_bitmap.Get(b) && IsPartial(b, pos, end))
+            if (!_map.IsLocal(b) && IsPartial(b, pos, end))
             {
                 long pieceEnd = Math.Min(end, BlockEnd(b));
                 MergeBlock(op, b, pos, pieceEnd, op == Op.Write ? src[(int)(pos - offset)..] : default, pos > offset ? tail : null);
@@ -95,14 +96,13 @@ public sealed partial class FvdImage
             while (pos < end)
             {
                 b = pos >> _blockShift;
-                if (b >= _bitmap.Blocks) { pos = end; break; }
-                if (!_bitmap.Get(b) && IsPartial(b, pos, end)) break;
+                if (pos >= _map.MappedEnd) { pos = end; break; }
+                if (!_map.IsLocal(b) && IsPartial(b, pos, end)) break;
                 pos = Math.Min(end, BlockEnd(b));
             }
             Direct(op, runStart, pos - runStart, op == Op.Write ? src.Slice((int)(runStart - offset), (int)(pos - runStart)) : default);
             long fb = runStart >> _blockShift;
-            long lbExclusive = Math.Min(_bitmap.Blocks, ((pos - 1) >> _blockShift) + 1);
-            if (lbExclusive > fb) _bitmap.SetRange(fb, lbExclusive - fb); // partial edges here are local already
+            _map.MarkLocal(fb, ((pos - 1) >> _blockShift) + 1 - fb); // partial edges here are local already
         }
     }
 
@@ -130,26 +130,34 @@ public sealed partial class FvdImage
             var piece = b.Slice((int)(from - start), (int)(to - from));
             if (op == Op.Write) src[..(int)(to - from)].CopyTo(piece);
             else piece.Clear();
-            _data.Write(start, b);
-            MarkDataWritten();
+            WriteData(start, b);
         }
         finally
         {
             if (backing is null) ArrayPool<byte>.Shared.Return(buf);
         }
-        _bitmap.SetRange(block, 1);
+        _map.MarkLocal(block, 1);
     }
 
+    /// <summary>Writes, discards or zeroes [offset, offset + length) where the map places it in the data file.</summary>
     private void Direct(Op op, long offset, long length, ReadOnlySpan<byte> src)
     {
-        switch (op)
+        for (long done = 0; done < length;)
         {
-            case Op.Write: _data.Write(offset, src); break;
-            case Op.Discard: _data.Discard(offset, length); break;
-            default: _data.WriteZeroes(offset, length); break;
+            long at = _map.PrepareWrite(offset + done, length - done, out long n);
+            switch (op)
+            {
+                case Op.Write: _data.Write(at, src.Slice((int)done, (int)n)); break;
+                case Op.Discard: _data.Discard(at, n); break;
+                default: _data.WriteZeroes(at, n); break;
+            }
+            done += n;
         }
-        MarkDataWritten();
+        _metadata.MarkDataWritten();
     }
+
+    /// <summary>Writes src at virtual offset into the data file where the map places it; the caller marks blocks local after.</summary>
+    private void WriteData(long offset, ReadOnlySpan<byte> src) => Direct(Op.Write, offset, src.Length, src);
 
     /// <summary>Releases what LockStripes took, in reverse order, and returns its rented buffer.</summary>
     private void UnlockStripes(Span<int> held, int[]? rented)

@@ -1,13 +1,12 @@
-// An open FVD image: the metadata file (header + bitmap), the data file (byte d = virtual byte d) and the
-// read-only backing image. The image is itself an IBlockDevice, so FUSE, tools and tests treat it like a
-// file. This part: create, open, flush, close. Reads: FvdImage.Read.cs. Writes: FvdImage.Write.cs.
+// An open FVD image: the metadata file (MetadataFile.cs: header + bitmap, flush order), the block map
+// (Mapping/IBlockMap.cs: where each block lives), the data file and the read-only backing image. The image
+// is itself an IBlockDevice, so FUSE, tools and tests treat it like a file. This part: create, open, flush,
+// close. Reads: FvdImage.Read.cs. Writes: FvdImage.Write.cs.
 //
-// Durability (DESIGN.md 3, 5): a bit goes 0 -> 1 on disk only after its block's data is durable.
-// Flush = snapshot dirty bitmap pages -> fdatasync(data) -> write pages -> fdatasync(metadata).
-// A failed sync is final: Linux reports a writeback error once, so a retry would "succeed" over data that
-// never reached the disk. Every later flush and header write fails, no bit is written for the blocks
-// concerned, the image is never marked clean, and the header gets the corrupt mark (cleared by fvd-img check -r all).
+// Durability (docs/architecture.md §3): a bit goes 0 -> 1 on disk only after its block's data is durable;
+// MetadataFile.Flush keeps that order and the rule that a failed sync is final.
 using Fvd.Core.Format;
+using Fvd.Core.Image.Mapping;
 using Fvd.Core.Io;
 using Fvd.Core.Qcow2;
 
@@ -19,39 +18,36 @@ public sealed partial class FvdImage : IBlockDevice
     public const long DefaultMaxBitmapBytes = 4 << 20;
     public const int DefaultMinBlockSize = 4096;
 
-    private readonly IBlockDevice _meta;
+    private readonly MetadataFile _metadata;
+    private readonly LinearMap _map;
     private IBlockDevice _data; // replaced only by WrapDataDeviceForTests
     private readonly IBlockDevice? _backing;
-    private readonly Bitmap _bitmap;
     private readonly int _blockShift;
-    private readonly object _flushLock = new();
-    private FvdHeader _header;
-    private int _slot; // the header slot holding _header (HeaderSlots.cs)
-    private string? _syncFailure; // set by the first failed sync; see Sync
     private int _disposed;
 
     public string Path { get; }
-    public FvdHeader Header => _header;
-    public long Length => _header.VirtualSize;
+    public FvdHeader Header => _metadata.Header;
+    public long Length => Header.VirtualSize;
     public bool IsReadOnly { get; }
-    public int BlockSize => _header.BlockSize;
+    public int BlockSize => Header.BlockSize;
     /// <summary>Bytes covered by the bitmap: min(backing size, virtual size). 0 without backing.</summary>
-    public long BackingSize => _header.BackingSize;
+    public long BackingSize => Header.BackingSize;
     /// <summary>True when the image was not closed cleanly last time (found at open).</summary>
     public bool WasUnclean { get; }
     public string? BackingPath { get; }
     public string DataPath { get; }
-    internal Bitmap Bitmap => _bitmap;
+    internal Bitmap Bitmap => _map.Bitmap; // tests
+    internal IBlockMap BlockMap => _map;
     internal IBlockDevice DataDevice => _data;
     internal IBlockDevice? BackingDevice => _backing;
 
-    private FvdImage(string path, IBlockDevice meta, FvdHeader header, Bitmap bitmap, IBlockDevice data,
+    private FvdImage(string path, MetadataFile metadata, LinearMap map, IBlockDevice data,
         string dataPath, IBlockDevice? backing, string? backingPath, bool readOnly)
     {
+        var header = metadata.Header;
         Path = path;
-        _meta = meta;
-        _header = header;
-        _bitmap = bitmap;
+        _metadata = metadata;
+        _map = map;
         _data = data;
         DataPath = dataPath;
         _backing = backing;
@@ -70,7 +66,7 @@ public sealed partial class FvdImage : IBlockDevice
     public static int DefaultBlockSize(long backingSize)
     {
         long bs = DefaultMinBlockSize;
-        while (HeaderSlots.Count * FvdHeader.Size + FvdHeader.AlignUp(FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8), 4096) > DefaultMaxBitmapBytes) bs *= 2;
+        while (MetadataRegions.EndOfBitmap(HeaderSlots.Count * FvdHeader.Size, FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8)) > DefaultMaxBitmapBytes) bs *= 2;
         return (int)bs;
     }
 
@@ -120,7 +116,7 @@ public sealed partial class FvdImage : IBlockDevice
             if (bitmapLen > FvdHeader.MaxBitmapBytes)
                 throw new FvdException(FvdErrorKind.InvalidArgument, $"block size {bs} needs a {bitmapLen}-byte bitmap; choose a larger block size", path);
             long headerArea = HeaderSlots.Count * (long)FvdHeader.Size;
-            long metaEnd = bitmapLen == 0 ? headerArea : FvdHeader.AlignUp(headerArea + bitmapLen, 4096);
+            long metaEnd = MetadataRegions.EndOfBitmap(headerArea, bitmapLen);
             var header = new FvdHeader
             {
                 Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ?? remote ? HeaderFlags.CopyOnRead : 0),
@@ -344,7 +340,7 @@ public sealed partial class FvdImage : IBlockDevice
         get
         {
             var files = new List<(string, string)> { (Path, "input image") };
-            if (!_header.InlineData) files.Add((DataPath, "input image's data file"));
+            if (!Header.InlineData) files.Add((DataPath, "input image's data file"));
             if (BackingPath is not null) files.Add((BackingPath, "input image's backing file"));
             if (_backing is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
             return files;
@@ -377,9 +373,7 @@ public sealed partial class FvdImage : IBlockDevice
         var header = choice.Header;
         if ((header.Incompatible & IncompatibleFeatures.Corrupt) != 0 && !readOnly)
             throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r all'", path);
-        var bmBytes = new byte[header.BitmapLength];
-        if (header.BitmapLength > 0) meta.Read(header.BitmapOffset, bmBytes);
-        var bitmap = Bitmap.FromBytes(header.BitmapBlocks, bmBytes, path);
+        var map = LinearMap.Load(meta, header, path);
         if (backing is not null && backing.Length < header.BackingSize)
             throw new FvdException(FvdErrorKind.InvalidFormat,
                 $"backing file is {backing.Length} bytes, smaller than the {header.BackingSize} bytes the image was created over", backingPath ?? path);
@@ -399,131 +393,36 @@ public sealed partial class FvdImage : IBlockDevice
                 throw new FvdException(FvdErrorKind.CorruptImage, $"data file is {data.Length} bytes, shorter than the {header.VirtualSize}-byte disk", path);
             dataPath = ResolveRelative(path, header.DataFile);
         }
-        var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, readOnly) { _slot = choice.Slot };
+        var img = new FvdImage(path, new MetadataFile(meta, choice, path), map, data, dataPath, backing, backingPath, readOnly);
         if (!readOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
-            img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
+            img._metadata.UpdateHeader(h => h with { Flags = h.Flags & ~HeaderFlags.CleanShutdown });
         // Recovery after a crash: data written but never flushed lies in blocks whose bit is still 0. It is
         // never read; punch it out before any request runs, so the space comes back and check finds no leak.
-        if (!readOnly && img.WasUnclean && header.HasBacking && !img.AllLocal)
+        if (!readOnly && img.WasUnclean && header.HasBacking && !map.Finished)
         {
-            var (leaks, _) = Leaks.Find(data, bitmap, header.BlockSize, img.BitmapEnd);
+            var (leaks, _) = Leaks.Find(data, map);
             if (leaks.Count > 0) Leaks.Reclaim(data, leaks);
         }
         return img;
     }
 
-    /// <summary>Writes h as the new current header (into the other slot when there are two) and syncs it.</summary>
-    private void WriteHeader(FvdHeader h)
-    {
-        ThrowIfSyncFailed();
-        var (next, slot) = HeaderSlots.Prepare(_header, _slot, h);
-        _meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
-        Sync(_meta, "metadata sync");
-        _header = next;
-        _slot = slot;
-    }
-
-    private void ThrowIfSyncFailed()
-    {
-        if (_syncFailure is not null) throw new FvdException(FvdErrorKind.Io, _syncFailure, Path);
-    }
-
-    /// <summary>
-    /// fdatasync of one device. On failure the error is final for this open (see the top of this file): the
-    /// image is marked corrupt on disk if the metadata file still takes a write, and the failure is thrown
-    /// as an I/O error (EIO to the writer).
-    /// </summary>
-    private void Sync(IBlockDevice dev, string what)
-    {
-        try
-        {
-            dev.Flush();
-        }
-        catch (Exception e) when (e is FvdException or IOException)
-        {
-            _syncFailure = $"{what} failed ({e.Message}); writes since the last successful flush may be lost; close the image and run 'fvd-img check -r all'";
-            MarkCorrupt();
-            throw new FvdException(FvdErrorKind.Io, _syncFailure, Path, e);
-        }
-    }
-
-    /// <summary>Best effort: a failing disk may refuse this too, and the clean flag is already clear on disk.</summary>
-    private void MarkCorrupt()
-    {
-        try
-        {
-            var (next, slot) = HeaderSlots.Prepare(_header, _slot, _header with { Incompatible = _header.Incompatible | IncompatibleFeatures.Corrupt });
-            _meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
-            _meta.Flush();
-            _header = next;
-            _slot = slot;
-        }
-        catch (Exception e) when (e is FvdException or IOException)
-        {
-        }
-    }
-
     /// <summary>
     /// Makes every write that completed before the call durable, data first and then the bitmap bits that
-    /// name it (data -> fdatasync -> bitmap -> fdatasync).
+    /// name it (MetadataFile.Flush).
     /// </summary>
     public void Flush()
     {
         ThrowIfDisposed();
         if (IsReadOnly) return;
-        lock (_flushLock)
-        {
-            ThrowIfSyncFailed();
-            // Snapshot first: every bit set now belongs to a data write that has already completed, so the
-            // fdatasync below makes its data durable before the bit is written.
-            var pages = _header.BitmapLength > 0 ? _bitmap.TakeDirtyPages() : new List<int>();
-            var copies = new byte[pages.Count][];
-            for (int i = 0; i < pages.Count; i++)
-            {
-                copies[i] = new byte[Bitmap.PageBytes];
-                _bitmap.CopyPage(pages[i], copies[i]);
-            }
-            // No retry after a failed sync: these pages' new bits would then reach the disk over data that
-            // never did. Only a failed bitmap write (before any sync) leaves the pages dirty for the next flush.
-            // Taken after the pages: a bit in them was set after its data write marked the data written.
-            if (Interlocked.Exchange(ref _dataWritten, 0) != 0) Sync(_data, "data sync");
-            if (pages.Count == 0) return;
-            try
-            {
-                for (int i = 0; i < pages.Count; i++)
-                {
-                    long start = (long)pages[i] * Bitmap.PageBytes;
-                    int len = (int)Math.Min(Bitmap.PageBytes, _bitmap.ByteLength - start);
-                    _meta.Write(_header.BitmapOffset + start, copies[i].AsSpan(0, len));
-                }
-            }
-            catch
-            {
-                foreach (var p in pages) _bitmap.MarkDirty(p);
-                throw;
-            }
-            Sync(_meta, "metadata sync");
-        }
+        _metadata.Flush(_data, _map);
     }
-
-    /// <summary>
-    /// Called after every completed write to the data file and before any bit naming it is set, so a flush
-    /// with nothing written since the last one skips the fdatasync (an O_DSYNC write followed by the FSYNC
-    /// the kernel sends for it costs one sync, not two).
-    /// </summary>
-    private void MarkDataWritten()
-    {
-        if (Volatile.Read(ref _dataWritten) == 0) Interlocked.Exchange(ref _dataWritten, 1);
-    }
-
-    private int _dataWritten;
 
     /// <summary>Sets or clears the copy-on-read default and persists it.</summary>
     public void SetHeaderFlags(HeaderFlags set, HeaderFlags clear)
     {
         ThrowIfDisposed();
         if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
-        lock (_flushLock) WriteHeader(_header with { Flags = (_header.Flags | set) & ~clear });
+        _metadata.UpdateHeader(h => h with { Flags = (h.Flags | set) & ~clear });
     }
 
     /// <summary>Stops background work, flushes everything and marks the image clean.</summary>
@@ -537,7 +436,7 @@ public sealed partial class FvdImage : IBlockDevice
             if (!IsReadOnly)
             {
                 Flush();
-                lock (_flushLock) WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.CleanShutdown });
+                _metadata.UpdateHeader(h => h with { Flags = h.Flags | HeaderFlags.CleanShutdown });
             }
         }
         finally
@@ -545,7 +444,7 @@ public sealed partial class FvdImage : IBlockDevice
             Volatile.Write(ref _disposed, 1);
             _data.Dispose();
             _backing?.Dispose();
-            _meta.Dispose();
+            _metadata.Dispose();
         }
     }
 
@@ -556,7 +455,7 @@ public sealed partial class FvdImage : IBlockDevice
     /// flush instead of failing (see FileDevice.MarkClosing). Dispose does it first; call it earlier when a
     /// flush of your own comes before Dispose.
     /// </summary>
-    public void MarkClosing() => (_meta as FileDevice)?.MarkClosing();
+    public void MarkClosing() => (_metadata.Device as FileDevice)?.MarkClosing();
 
     private void ThrowIfDisposed()
     {

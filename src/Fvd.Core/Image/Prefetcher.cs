@@ -98,8 +98,8 @@ internal sealed class Prefetcher : IDisposable
 
     private void ReadStage(ChannelWriter<(long, byte[], int)> output, int chunk, CancellationToken ct)
     {
-        var bitmap = _img.Bitmap;
-        int shift = System.Numerics.BitOperations.Log2((uint)_img.BlockSize);
+        var map = _img.BlockMap;
+        int shift = map.BlockShift;
         long chunkBlocks = Math.Max(1, chunk >> shift);
         long cursor = 0;
         var throttle = new StageThrottle(this, _s.MaxReadKiBps, _s.MinReadKiBps);
@@ -113,21 +113,21 @@ internal sealed class Prefetcher : IDisposable
             if (profileCursor >= profileEnd && pi < profile.Count)
             {
                 profileCursor = profile[pi].Offset >> shift;
-                profileEnd = Math.Min(bitmap.Blocks, (profile[pi].Offset + profile[pi].Length + (1L << shift) - 1) >> shift);
+                profileEnd = Math.Min(map.Blocks, (profile[pi].Offset + profile[pi].Length + (1L << shift) - 1) >> shift);
                 pi++;
                 continue;
             }
             bool inProfile = profileCursor < profileEnd;
-            b = bitmap.NextWithValue(inProfile ? profileCursor : cursor, inProfile ? profileEnd : bitmap.Blocks, false);
-            limit = inProfile ? profileEnd : bitmap.Blocks;
+            limit = inProfile ? profileEnd : map.Blocks;
+            b = map.NextInBacking(inProfile ? profileCursor : cursor, limit);
             if (b >= limit)
             {
                 if (inProfile) { profileCursor = profileEnd; continue; }
                 return;
             }
-            long e = Math.Min(Math.Min(bitmap.NextWithValue(b, limit, true), limit), b + chunkBlocks);
+            long e = Math.Min(Math.Min(map.NextLocal(b, limit), limit), b + chunkBlocks);
             long off = b << shift;
-            int len = (int)(Math.Min(e << shift, _img.BitmapEnd) - off);
+            int len = (int)(Math.Min(e << shift, map.MappedEnd) - off);
             var buf = ArrayPool<byte>.Shared.Rent(len);
             var sw = Stopwatch.StartNew();
             try
