@@ -1,7 +1,8 @@
-// An open FVD image: the metadata file (MetadataFile.cs: header + bitmap, flush order), the block map
-// (Mapping/IBlockMap.cs: where each block lives), the data file and the read-only backing image. The image
-// is itself an IBlockDevice, so FUSE, tools and tests treat it like a file. This part: create, open, flush,
-// close. Reads: FvdImage.Read.cs. Writes: FvdImage.Write.cs.
+// An open FVD image: the thin IBlockDevice front over its components (docs/architecture.md §6): the metadata
+// file (MetadataFile.cs: header, regions, flush order), the block map (Mapping/IBlockMap.cs: where each block
+// lives), the data file (DataFile.cs), the read-only backing (BackingReader.cs), copy-on-write
+// (CopyOnWrite.cs), copy-on-read (CopyOnRead.cs), prefetch (Prefetcher.cs) and profile recording
+// (ProfileRecorder.cs). FUSE, tools and tests treat it like a file. Here: create, open, the requests, close.
 //
 // Durability (docs/architecture.md §3): a bit goes 0 -> 1 on disk only after its block's data is durable;
 // MetadataFile.Flush keeps that order and the rule that a failed sync is final.
@@ -20,9 +21,15 @@ public sealed partial class FvdImage : IBlockDevice
 
     private readonly MetadataFile _metadata;
     private readonly LinearMap _map;
-    private IBlockDevice _data; // replaced only by WrapDataDeviceForTests
-    private readonly IBlockDevice? _backing;
-    private readonly int _blockShift;
+    private readonly DataFile _data;
+    private readonly BackingReader _backing;
+    private readonly ImageCounters _counters = new();
+    private readonly BlockSaver _saver;
+    private readonly CopyOnWrite _writer;
+    private readonly CopyOnRead _cor;
+    private Prefetcher? _prefetcher;
+    private List<(long Offset, long Length)>? _profile;
+    private int _closing;
     private int _disposed;
 
     public string Path { get; }
@@ -38,8 +45,8 @@ public sealed partial class FvdImage : IBlockDevice
     public string DataPath { get; }
     internal Bitmap Bitmap => _map.Bitmap; // tests
     internal IBlockMap BlockMap => _map;
-    internal IBlockDevice DataDevice => _data;
-    internal IBlockDevice? BackingDevice => _backing;
+    internal IBlockDevice DataDevice => _data.Device;
+    internal IBlockDevice? BackingDevice => _backing.Device;
 
     private FvdImage(string path, MetadataFile metadata, LinearMap map, IBlockDevice data,
         string dataPath, IBlockDevice? backing, string? backingPath, bool readOnly)
@@ -48,15 +55,18 @@ public sealed partial class FvdImage : IBlockDevice
         Path = path;
         _metadata = metadata;
         _map = map;
-        _data = data;
         DataPath = dataPath;
-        _backing = backing;
         BackingPath = backingPath;
         IsReadOnly = readOnly;
-        _blockShift = System.Numerics.BitOperations.Log2((uint)header.BlockSize);
         WasUnclean = (header.Flags & HeaderFlags.CleanShutdown) == 0;
-        _stripes = new object[StripeCount];
-        for (int i = 0; i < StripeCount; i++) _stripes[i] = new object();
+        // The components, each with what it needs and no more (docs/architecture.md §6).
+        _data = new DataFile(data, map, metadata);
+        _backing = new BackingReader(backing, header.BackingSize, backingPath ?? path, _counters);
+        var stripes = new StripeLocks();
+        _saver = new BlockSaver(map, _data, stripes);
+        _writer = new CopyOnWrite(map, _data, _backing, stripes, header.VirtualSize);
+        _cor = new CopyOnRead(map, _backing, _saver, _counters, header.Prefetch.MaxOutstandingCorBytes,
+            () => Volatile.Read(ref _closing) != 0, FinishIfAllLocal, path);
     }
 
     /// <summary>
@@ -342,7 +352,7 @@ public sealed partial class FvdImage : IBlockDevice
             var files = new List<(string, string)> { (Path, "input image") };
             if (!Header.InlineData) files.Add((DataPath, "input image's data file"));
             if (BackingPath is not null) files.Add((BackingPath, "input image's backing file"));
-            if (_backing is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
+            if (_backing.Device is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
             return files;
         }
     }
@@ -414,7 +424,7 @@ public sealed partial class FvdImage : IBlockDevice
     {
         ThrowIfDisposed();
         if (IsReadOnly) return;
-        _metadata.Flush(_data, _map);
+        _metadata.Flush(_data.Device, _map);
     }
 
     /// <summary>Sets or clears the copy-on-read default and persists it.</summary>
@@ -443,12 +453,10 @@ public sealed partial class FvdImage : IBlockDevice
         {
             Volatile.Write(ref _disposed, 1);
             _data.Dispose();
-            _backing?.Dispose();
+            _backing.Dispose();
             _metadata.Dispose();
         }
     }
-
-    private int _closing;
 
     /// <summary>
     /// Tells other openers that this image is being closed, so one waiting for its lock waits for the final
@@ -460,5 +468,317 @@ public sealed partial class FvdImage : IBlockDevice
     private void ThrowIfDisposed()
     {
         if (Volatile.Read(ref _disposed) != 0) throw new ObjectDisposedException(nameof(FvdImage), "image is closed");
+    }
+
+    // Reads: split by the block map into runs served by the data file and runs served by the backing image
+    // (paper 3.2). Bytes past the backing's end read as zeros; once prefetch has finished, everything is local.
+
+    public void Read(long offset, Span<byte> buffer)
+    {
+        ThrowIfDisposed();
+        DeviceChecks.Range(this, offset, buffer.Length, Path);
+        long pos = offset;
+        long end = offset + buffer.Length;
+        while (pos < end)
+        {
+            var place = _map.Lookup(pos, end, out long runEnd, out long dataOffset);
+            var dst = buffer.Slice((int)(pos - offset), (int)(runEnd - pos));
+            if (place == Placement.Local) _data.Read(dataOffset, dst);
+            else if (_cor.Enabled) _cor.Read(pos, dst);
+            else _backing.Read(pos, dst);
+            pos = runEnd;
+        }
+    }
+
+    /// <summary>
+    /// True when serving this request may read the backing (and so wait on a slow server): a read of a range
+    /// not all local, or a write whose partly covered first or last block is still in the backing. False
+    /// means the request touches only the data file.
+    /// </summary>
+    public bool MayReadBacking(long offset, long length, bool write)
+    {
+        long end = Math.Min(offset + Math.Max(0, length), Length);
+        if (offset < 0 || offset >= Math.Min(end, _map.MappedEnd) || _map.Finished) return false;
+        if (!write) return _map.Lookup(offset, end, out long runEnd, out _) != Placement.Local || runEnd < end;
+        return EdgeInBacking(offset >> _map.BlockShift) || EdgeInBacking((end - 1) >> _map.BlockShift);
+
+        bool EdgeInBacking(long b) => _writer.EdgeInBacking(b, offset, end);
+    }
+
+    /// <summary>True once every block is local (prefetch finished): the backing is never consulted.</summary>
+    private bool AllLocal => _map.Finished;
+
+    /// <summary>Where each range of the disk comes from (fvd-img map, SEEK_DATA/SEEK_HOLE).</summary>
+    public IEnumerable<MapEntry> Map(long offset = 0, long length = -1)
+    {
+        ThrowIfDisposed();
+        long end = length < 0 ? Length : offset + Math.Min(length, Length - offset); // no overflow for long.MaxValue
+        long pos = offset;
+        MapEntry? pending = null;
+        while (pos < end)
+        {
+            bool local = _map.Lookup(pos, end, out long runEnd, out long dataOffset) == Placement.Local;
+            for (long p = pos; p < runEnd;)
+            {
+                MapEntry e;
+                if (local)
+                {
+                    var x = _data.GetExtent(dataOffset + (p - pos), runEnd - p);
+                    e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Data : MapKind.Zero);
+                }
+                else
+                {
+                    long inBacking = Math.Min(runEnd, Header.BackingSize);
+                    if (p >= inBacking) e = new MapEntry(p, runEnd - p, MapKind.BackingZero);
+                    else if (_backing.Device is null) e = new MapEntry(p, inBacking - p, MapKind.Backing);
+                    else
+                    {
+                        var x = _backing.Device.GetExtent(p, inBacking - p);
+                        e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Backing : MapKind.BackingZero);
+                    }
+                }
+                if (e.Length <= 0) throw new FvdException(FvdErrorKind.Io, $"extent query at {p} returned nothing", Path);
+                if (pending is { } q && q.Kind == e.Kind && q.Offset + q.Length == e.Offset)
+                    pending = q with { Length = q.Length + e.Length };
+                else
+                {
+                    if (pending is { } done) yield return done;
+                    pending = e;
+                }
+                p += e.Length;
+            }
+            pos = runEnd;
+        }
+        if (pending is { } last) yield return last;
+    }
+
+    public Extent GetExtent(long offset, long maxLength)
+    {
+        DeviceChecks.Range(this, offset, 1, Path);
+        long limit = offset + Math.Min(maxLength, Length - offset); // no overflow for maxLength = long.MaxValue
+        ExtentKind? kind = null;
+        long pos = offset;
+        foreach (var m in Map(offset, limit - offset))
+        {
+            var k = m.Kind is MapKind.Data or MapKind.Backing ? ExtentKind.Data : ExtentKind.Zero;
+            if (kind is null) kind = k;
+            else if (kind != k) break;
+            pos = m.Offset + m.Length;
+        }
+        return new Extent(kind ?? ExtentKind.Zero, offset, pos - offset);
+    }
+
+
+    // Writes, discards and zeroing: copy-on-write per block (CopyOnWrite.cs).
+
+    public void Write(long offset, ReadOnlySpan<byte> buffer) => Modify(WriteOp.Write, offset, buffer.Length, buffer);
+
+    /// <summary>Deallocates a range; it reads as zeros afterwards, also where the backing had data.</summary>
+    public void Discard(long offset, long length) => Modify(WriteOp.Discard, offset, length, default);
+
+    public void WriteZeroes(long offset, long length) => Modify(WriteOp.Zero, offset, length, default);
+
+    private void Modify(WriteOp op, long offset, long length, ReadOnlySpan<byte> src)
+    {
+        ThrowIfDisposed();
+        DeviceChecks.Writable(this, Path);
+        DeviceChecks.Range(this, offset, length, Path);
+        if (length > 0) _writer.Modify(op, offset, length, src);
+    }
+
+    // Copy-on-read (CopyOnRead.cs) and the counters.
+
+    /// <summary>Whether reads from the backing are saved into the data file (default from the header).</summary>
+    public bool CopyOnReadEnabled => _cor.Enabled;
+
+    /// <summary>Turns copy-on-read on or off for this open (not persisted).</summary>
+    public void EnableCopyOnRead(bool on)
+    {
+        if (on && (IsReadOnly || _backing.Device is null)) return;
+        _cor.Enable(on);
+    }
+
+    /// <summary>Waits until every queued copy-on-read save has been written (tests, fvd-img).</summary>
+    public bool WaitForCopyOnRead(TimeSpan timeout) => _cor.WaitForSaves(timeout);
+
+    /// <summary>Saves backing content of whole blocks at a block-aligned offset (BlockSaver.Save; tests).</summary>
+    internal long SaveBlocks(long offset, ReadOnlySpan<byte> content) => _saver.Save(offset, content);
+
+    public ImageStatus Status => new()
+    {
+        Image = Path,
+        VirtualSize = Length,
+        BlocksTotal = _map.Blocks,
+        BlocksLocal = _map.CountLocal(),
+        BackingBytesRead = Interlocked.Read(ref _counters.BackingBytesRead),
+        CopyOnReadBytesSaved = Interlocked.Read(ref _counters.CopyOnReadBytesSaved),
+        PrefetchBytesSaved = Interlocked.Read(ref _counters.PrefetchBytesSaved),
+        // Finished however the blocks became local, even while a delayed prefetch still waits to notice.
+        Prefetch = AllLocal && _map.Blocks > 0 ? PrefetchState.Finished : _prefetcher?.State ?? PrefetchState.Disabled,
+        PrefetchRate = _prefetcher?.Rate ?? 0,
+        CopyOnRead = _cor.Enabled,
+        Finished = AllLocal,
+    };
+
+    // Background work of a mounted image: copy-on-read and prefetch (paper 3.3.4, 3.4). Tools do not start it
+    // (the paper: no prefetch inside qemu tools); the FUSE daemon does.
+
+
+    /// <summary>
+    /// Starts copy-on-read (per the header's flag unless overridden) and prefetch (when the header's start
+    /// delay, or the override, is >= 0). No-op without a backing or when read-only or finished; an image
+    /// whose blocks all became local earlier (guest writes, copy-on-read) is finished here instead.
+    /// </summary>
+    public void StartBackgroundWork(bool? copyOnRead = null, PrefetchSettings? prefetch = null)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly || _backing.Device is null || AllLocal) return;
+        FinishIfAllLocal();
+        if (AllLocal) return;
+        EnableCopyOnRead(copyOnRead ?? (Header.Flags & HeaderFlags.CopyOnRead) != 0);
+        var s = prefetch ?? Header.Prefetch;
+        if (s.StartDelaySeconds >= 0 && _prefetcher is null) _prefetcher = NewPrefetcher(s);
+    }
+
+    /// <summary>The last prefetch error, if prefetch stopped on one.</summary>
+    public string? PrefetchError => _prefetcher?.Error;
+
+    private Prefetcher NewPrefetcher(PrefetchSettings s) =>
+        new(s, _map, _backing, _saver, _counters, () => PrefetchProfileEntries, Flush, FinishIfAllLocal, Path);
+
+    /// <summary>
+    /// Runs prefetch to the end in the calling thread's time (fvd-img prefetch): no start delay, the given
+    /// limits, progress as (blocks local, blocks total). Returns when every block is local.
+    /// </summary>
+    public void PrefetchNow(PrefetchSettings? limits = null, Action<long, long>? progress = null, CancellationToken ct = default,
+        Action<ImageStatus>? onStatus = null)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
+        if (AllLocal) return;
+        if (_backing.Device is null) throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
+        var s = (limits ?? Header.Prefetch) with { StartDelaySeconds = 0 };
+        using (var p = NewPrefetcher(s))
+        {
+            _prefetcher = p;
+            try
+            {
+                while (p.State is PrefetchState.Waiting or PrefetchState.Running or PrefetchState.Paused)
+                {
+                    if (ct.WaitHandle.WaitOne(100)) break;
+                    progress?.Invoke(_map.CountLocal(), _map.Blocks);
+                    onStatus?.Invoke(Status);
+                }
+            }
+            finally
+            {
+                _prefetcher = null;
+            }
+            if (p.Error is not null) throw new FvdException(FvdErrorKind.Io, $"prefetch failed: {p.Error}", Path);
+        }
+        progress?.Invoke(_map.CountLocal(), _map.Blocks);
+        onStatus?.Invoke(Status);
+    }
+
+    /// <summary>
+    /// When every block is local, whether prefetch, copy-on-read or guest writes made it so: persist all
+    /// bits, then set the prefetch-finished flag (paper 3.3.5). From then on the bitmap and the backing are
+    /// not consulted and the data file is a plain RAW image (FUSE passthrough can serve it).
+    /// </summary>
+    internal void FinishIfAllLocal()
+    {
+        // AllBlocksLocal is cheap to call after every copy-on-read save (LinearMap.AllBlocksLocal).
+        if (IsReadOnly || AllLocal || !_map.AllBlocksLocal()) return;
+        Flush();
+        _metadata.UpdateHeader(h => (h.Flags & HeaderFlags.PrefetchFinished) != 0 ? null : h with { Flags = h.Flags | HeaderFlags.PrefetchFinished });
+        _map.MarkFinished();
+        _cor.Enable(false);
+    }
+
+    private void StopBackgroundWork()
+    {
+        _prefetcher?.Dispose();
+        _prefetcher = null;
+        _cor.Stop();
+    }
+
+    /// <summary>
+    /// Drops the backing reference of an image whose blocks are all local (prefetch finished, or every
+    /// bit set): the image then stands alone, and its data file is a plain RAW image.
+    /// </summary>
+    public static void Detach(string path, LockWait? wait = null)
+    {
+        using var img = Open(path, new FvdOpenOptions { AllowMissingBacking = true, LockWait = wait ?? LockWait.Default });
+        img.DetachBacking();
+    }
+
+    /// <summary>Detach's header update on an open image (tests tear it: it spans several sectors).</summary>
+    internal void DetachBacking()
+    {
+        if (!Header.HasBacking) return;
+        if (!_map.AllBlocksLocal())
+            throw new FvdException(FvdErrorKind.InvalidArgument,
+                $"{_map.Blocks - _map.CountLocal()} blocks still live in the backing; run 'fvd-img prefetch' first", Path);
+        Flush();
+        _metadata.UpdateHeader(h => h with
+        {
+            BackingSize = 0, BackingPath = "", BackingFormat = "", BitmapOffset = 0, BitmapLength = 0,
+            Flags = h.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
+            Compatible = h.Compatible & ~CompatibleFeatures.PrefetchProfile,
+            ReservedRegions = new (long, long)[5],
+        });
+    }
+
+    // Profile-directed prefetch (paper 3.4.1): record the backing ranges a boot reads (ProfileRecorder.cs),
+    // store them in the image, and let prefetch fetch those first.
+
+    /// <summary>The stored prefetch profile (empty when none).</summary>
+    public IReadOnlyList<(long Offset, long Length)> PrefetchProfileEntries => _profile ?? LoadProfile();
+
+    private List<(long Offset, long Length)> LoadProfile() => _profile =
+        _metadata.Regions.Profile.Length == 0 ? new() : PrefetchProfile.Parse(_metadata.ReadProfile(), Header.BackingSize, Path);
+
+    /// <summary>Starts recording which backing ranges are read (first read of each block only).</summary>
+    public void StartProfileRecording() => _backing.StartRecording(_map.BlockShift);
+
+    /// <summary>The ranges recorded so far, in first-read order, merged where adjacent.</summary>
+    public List<(long Offset, long Length)> RecordedProfile() => _backing.Recorder?.Entries() ?? new();
+
+    /// <summary>
+    /// Stores a profile in the image (replacing any earlier one): written after the end of the other
+    /// metadata, made durable, then the header names it.
+    /// </summary>
+    public void WriteProfile(IReadOnlyList<(long Offset, long Length)> entries)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
+        if (!Header.HasBacking) throw new FvdException(FvdErrorKind.InvalidArgument, "image has no backing; a prefetch profile needs one", Path);
+        foreach (var (o, l) in entries)
+            if (o < 0 || l <= 0 || o >= Header.BackingSize || l > Header.BackingSize - o)
+                throw new FvdException(FvdErrorKind.InvalidArgument, $"profile range [{o}, +{l}) is outside the backing ({Header.BackingSize} bytes)", Path);
+        _metadata.WriteProfile(PrefetchProfile.Serialize(entries));
+        _profile = new List<(long, long)>(entries);
+    }
+
+    /// <summary>
+    /// Turns a list of reads (an access log) into a profile: the backing blocks they touch, each once, in
+    /// first-read order, merged where adjacent, ending at the backing's end. Reads past the backing are dropped.
+    /// </summary>
+    public List<(long Offset, long Length)> BuildProfile(IEnumerable<(long Offset, long Length)> reads)
+    {
+        var rec = new ProfileRecorder(Header.BackingSize, _map.BlockShift);
+        foreach (var (o, l) in reads)
+            if (o >= 0 && o < Header.BackingSize && l > 0) rec.Record(o, Math.Min(l, Header.BackingSize - o));
+        return rec.Entries();
+    }
+
+    /// <summary>
+    /// Test-only: wraps the data device of an image that was just opened (e.g. in a RecordingDevice) so tests
+    /// can observe the order of data writes, data flushes and bitmap updates. Call it right after Open.
+    /// </summary>
+    internal void WrapDataDeviceForTests(Func<IBlockDevice, IBlockDevice> wrap)
+    {
+        ThrowIfDisposed();
+        _data.WrapForTests(wrap);
     }
 }
