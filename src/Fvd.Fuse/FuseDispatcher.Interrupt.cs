@@ -2,7 +2,7 @@
 // from the moment a reader thread hands it to a backing worker until its reply is built. An INTERRUPT for a
 // request still queued answers it EINTR at once (the worker then drops it); for one running, it cancels its
 // token, which the backing read sees through IoCancellation, and the request answers EINTR. One reply each.
-// Every backing read of a request happens before its first data write (FvdImage.Write.cs), so an
+// Every backing read of a request happens before its first data write (src/Fvd.Core/Image/CopyOnWrite.cs), so an
 // interrupted request has changed nothing.
 using Fvd.Core.Io;
 using static Fvd.Fuse.FuseProtocol;

@@ -63,7 +63,7 @@ public sealed class MemImage
         long blocks = backingSize > 0 ? FvdHeader.CeilDiv(backingSize, blockSize) : 0;
         long bitmapLen = FvdHeader.CeilDiv(blocks, 8);
         long headerArea = singleSlot ? FvdHeader.Size : HeaderSlots.Count * FvdHeader.Size;
-        long metaEnd = bitmapLen == 0 ? headerArea : FvdHeader.AlignUp(headerArea + bitmapLen, 4096);
+        long metaEnd = MetadataRegions.EndOfBitmap(headerArea, bitmapLen);
         var header = new FvdHeader
         {
             Flags = HeaderFlags.CleanShutdown,

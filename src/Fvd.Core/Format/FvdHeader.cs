@@ -278,7 +278,7 @@ public sealed record FvdHeader
         if (BitmapLength > MaxBitmapBytes) throw Bad(path, $"bitmap of {BitmapLength} bytes exceeds the {MaxBitmapBytes}-byte limit");
         if (BitmapOffset != HeaderArea && !(BitmapLength == 0 && BitmapOffset == 0))
             throw Bad(path, $"bitmap offset {BitmapOffset} is not {HeaderArea}");
-        long bitmapEnd = BitmapLength == 0 ? HeaderArea : AlignUp(BitmapOffset + BitmapLength, 4096);
+        long bitmapEnd = MetadataRegions.EndOfBitmap(HeaderArea, BitmapLength); // BitmapOffset == HeaderArea, checked above
         if (BitmapLength > 0 && BitmapOffset + BitmapLength > metadataLength)
             throw Bad(path, $"bitmap [{BitmapOffset}, +{BitmapLength}) extends past the end of the file ({metadataLength} bytes)");
         for (int i = 0; i < ReservedRegions.Length; i++)

@@ -1,13 +1,13 @@
-// An open FVD image: the metadata file (header + bitmap), the data file (byte d = virtual byte d) and the
-// read-only backing image. The image is itself an IBlockDevice, so FUSE, tools and tests treat it like a
-// file. This part: create, open, flush, close. Reads: FvdImage.Read.cs. Writes: FvdImage.Write.cs.
+// An open FVD image: the thin IBlockDevice front over its components (docs/architecture.md §6): the metadata
+// file (MetadataFile.cs: header, regions, flush order), the block map (Mapping/IBlockMap.cs: where each block
+// lives), the data file (DataFile.cs), the read-only backing (BackingReader.cs), copy-on-write
+// (CopyOnWrite.cs), copy-on-read (CopyOnRead.cs), prefetch (Prefetcher.cs) and profile recording
+// (ProfileRecorder.cs). FUSE, tools and tests treat it like a file. Here: create, open, the requests, close.
 //
-// Durability (DESIGN.md 3, 5): a bit goes 0 -> 1 on disk only after its block's data is durable.
-// Flush = snapshot dirty bitmap pages -> fdatasync(data) -> write pages -> fdatasync(metadata).
-// A failed sync is final: Linux reports a writeback error once, so a retry would "succeed" over data that
-// never reached the disk. Every later flush and header write fails, no bit is written for the blocks
-// concerned, the image is never marked clean, and the header gets the corrupt mark (cleared by fvd-img check -r all).
+// Durability (docs/architecture.md §3): a bit goes 0 -> 1 on disk only after its block's data is durable;
+// MetadataFile.Flush keeps that order and the rule that a failed sync is final.
 using Fvd.Core.Format;
+using Fvd.Core.Image.Mapping;
 using Fvd.Core.Io;
 using Fvd.Core.Qcow2;
 
@@ -19,48 +19,54 @@ public sealed partial class FvdImage : IBlockDevice
     public const long DefaultMaxBitmapBytes = 4 << 20;
     public const int DefaultMinBlockSize = 4096;
 
-    private readonly IBlockDevice _meta;
-    private IBlockDevice _data; // replaced only by WrapDataDeviceForTests
-    private readonly IBlockDevice? _backing;
-    private readonly Bitmap _bitmap;
-    private readonly int _blockShift;
-    private readonly object _flushLock = new();
-    private FvdHeader _header;
-    private int _slot; // the header slot holding _header (HeaderSlots.cs)
-    private string? _syncFailure; // set by the first failed sync; see Sync
+    private readonly MetadataFile _metadata;
+    private readonly LinearMap _map;
+    private readonly DataFile _data;
+    private readonly BackingReader _backing;
+    private readonly ImageCounters _counters = new();
+    private readonly BlockSaver _saver;
+    private readonly CopyOnWrite _writer;
+    private readonly CopyOnRead _cor;
+    private Prefetcher? _prefetcher;
+    private List<(long Offset, long Length)>? _profile;
+    private int _closing;
     private int _disposed;
 
     public string Path { get; }
-    public FvdHeader Header => _header;
-    public long Length => _header.VirtualSize;
+    public FvdHeader Header => _metadata.Header;
+    public long Length => Header.VirtualSize;
     public bool IsReadOnly { get; }
-    public int BlockSize => _header.BlockSize;
+    public int BlockSize => Header.BlockSize;
     /// <summary>Bytes covered by the bitmap: min(backing size, virtual size). 0 without backing.</summary>
-    public long BackingSize => _header.BackingSize;
+    public long BackingSize => Header.BackingSize;
     /// <summary>True when the image was not closed cleanly last time (found at open).</summary>
     public bool WasUnclean { get; }
     public string? BackingPath { get; }
     public string DataPath { get; }
-    internal Bitmap Bitmap => _bitmap;
-    internal IBlockDevice DataDevice => _data;
-    internal IBlockDevice? BackingDevice => _backing;
+    internal Bitmap Bitmap => _map.Bitmap; // tests
+    internal IBlockMap BlockMap => _map;
+    internal IBlockDevice DataDevice => _data.Device;
+    internal IBlockDevice? BackingDevice => _backing.Device;
 
-    private FvdImage(string path, IBlockDevice meta, FvdHeader header, Bitmap bitmap, IBlockDevice data,
+    private FvdImage(string path, MetadataFile metadata, LinearMap map, IBlockDevice data,
         string dataPath, IBlockDevice? backing, string? backingPath, bool readOnly)
     {
+        var header = metadata.Header;
         Path = path;
-        _meta = meta;
-        _header = header;
-        _bitmap = bitmap;
-        _data = data;
+        _metadata = metadata;
+        _map = map;
         DataPath = dataPath;
-        _backing = backing;
         BackingPath = backingPath;
         IsReadOnly = readOnly;
-        _blockShift = System.Numerics.BitOperations.Log2((uint)header.BlockSize);
         WasUnclean = (header.Flags & HeaderFlags.CleanShutdown) == 0;
-        _stripes = new object[StripeCount];
-        for (int i = 0; i < StripeCount; i++) _stripes[i] = new object();
+        // The components, each with what it needs and no more (docs/architecture.md §6).
+        _data = new DataFile(data, map, metadata);
+        _backing = new BackingReader(backing, header.BackingSize, backingPath ?? path, _counters);
+        var stripes = new StripeLocks();
+        _saver = new BlockSaver(map, _data, stripes);
+        _writer = new CopyOnWrite(map, _data, _backing, stripes, header.VirtualSize);
+        _cor = new CopyOnRead(map, _backing, _saver, _counters, header.Prefetch.MaxOutstandingCorBytes,
+            () => Volatile.Read(ref _closing) != 0, FinishIfAllLocal, path);
     }
 
     /// <summary>
@@ -70,7 +76,7 @@ public sealed partial class FvdImage : IBlockDevice
     public static int DefaultBlockSize(long backingSize)
     {
         long bs = DefaultMinBlockSize;
-        while (HeaderSlots.Count * FvdHeader.Size + FvdHeader.AlignUp(FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8), 4096) > DefaultMaxBitmapBytes) bs *= 2;
+        while (MetadataRegions.EndOfBitmap(HeaderSlots.Count * FvdHeader.Size, FvdHeader.CeilDiv(FvdHeader.CeilDiv(backingSize, bs), 8)) > DefaultMaxBitmapBytes) bs *= 2;
         return (int)bs;
     }
 
@@ -120,7 +126,7 @@ public sealed partial class FvdImage : IBlockDevice
             if (bitmapLen > FvdHeader.MaxBitmapBytes)
                 throw new FvdException(FvdErrorKind.InvalidArgument, $"block size {bs} needs a {bitmapLen}-byte bitmap; choose a larger block size", path);
             long headerArea = HeaderSlots.Count * (long)FvdHeader.Size;
-            long metaEnd = bitmapLen == 0 ? headerArea : FvdHeader.AlignUp(headerArea + bitmapLen, 4096);
+            long metaEnd = MetadataRegions.EndOfBitmap(headerArea, bitmapLen);
             var header = new FvdHeader
             {
                 Flags = HeaderFlags.CleanShutdown | (o.CopyOnRead ?? remote ? HeaderFlags.CopyOnRead : 0),
@@ -344,9 +350,9 @@ public sealed partial class FvdImage : IBlockDevice
         get
         {
             var files = new List<(string, string)> { (Path, "input image") };
-            if (!_header.InlineData) files.Add((DataPath, "input image's data file"));
+            if (!Header.InlineData) files.Add((DataPath, "input image's data file"));
             if (BackingPath is not null) files.Add((BackingPath, "input image's backing file"));
-            if (_backing is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
+            if (_backing.Device is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
             return files;
         }
     }
@@ -377,9 +383,7 @@ public sealed partial class FvdImage : IBlockDevice
         var header = choice.Header;
         if ((header.Incompatible & IncompatibleFeatures.Corrupt) != 0 && !readOnly)
             throw new FvdException(FvdErrorKind.CorruptImage, "image is marked corrupt; open it read-only or run 'fvd-img check -r all'", path);
-        var bmBytes = new byte[header.BitmapLength];
-        if (header.BitmapLength > 0) meta.Read(header.BitmapOffset, bmBytes);
-        var bitmap = Bitmap.FromBytes(header.BitmapBlocks, bmBytes, path);
+        var map = LinearMap.Load(meta, header, path);
         if (backing is not null && backing.Length < header.BackingSize)
             throw new FvdException(FvdErrorKind.InvalidFormat,
                 $"backing file is {backing.Length} bytes, smaller than the {header.BackingSize} bytes the image was created over", backingPath ?? path);
@@ -399,131 +403,36 @@ public sealed partial class FvdImage : IBlockDevice
                 throw new FvdException(FvdErrorKind.CorruptImage, $"data file is {data.Length} bytes, shorter than the {header.VirtualSize}-byte disk", path);
             dataPath = ResolveRelative(path, header.DataFile);
         }
-        var img = new FvdImage(path, meta, header, bitmap, data, dataPath, backing, backingPath, readOnly) { _slot = choice.Slot };
+        var img = new FvdImage(path, new MetadataFile(meta, choice, path), map, data, dataPath, backing, backingPath, readOnly);
         if (!readOnly && (header.Flags & HeaderFlags.CleanShutdown) != 0)
-            img.WriteHeader(header with { Flags = header.Flags & ~HeaderFlags.CleanShutdown });
+            img._metadata.UpdateHeader(h => h with { Flags = h.Flags & ~HeaderFlags.CleanShutdown });
         // Recovery after a crash: data written but never flushed lies in blocks whose bit is still 0. It is
         // never read; punch it out before any request runs, so the space comes back and check finds no leak.
-        if (!readOnly && img.WasUnclean && header.HasBacking && !img.AllLocal)
+        if (!readOnly && img.WasUnclean && header.HasBacking && !map.Finished)
         {
-            var (leaks, _) = Leaks.Find(data, bitmap, header.BlockSize, img.BitmapEnd);
+            var (leaks, _) = Leaks.Find(data, map);
             if (leaks.Count > 0) Leaks.Reclaim(data, leaks);
         }
         return img;
     }
 
-    /// <summary>Writes h as the new current header (into the other slot when there are two) and syncs it.</summary>
-    private void WriteHeader(FvdHeader h)
-    {
-        ThrowIfSyncFailed();
-        var (next, slot) = HeaderSlots.Prepare(_header, _slot, h);
-        _meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
-        Sync(_meta, "metadata sync");
-        _header = next;
-        _slot = slot;
-    }
-
-    private void ThrowIfSyncFailed()
-    {
-        if (_syncFailure is not null) throw new FvdException(FvdErrorKind.Io, _syncFailure, Path);
-    }
-
-    /// <summary>
-    /// fdatasync of one device. On failure the error is final for this open (see the top of this file): the
-    /// image is marked corrupt on disk if the metadata file still takes a write, and the failure is thrown
-    /// as an I/O error (EIO to the writer).
-    /// </summary>
-    private void Sync(IBlockDevice dev, string what)
-    {
-        try
-        {
-            dev.Flush();
-        }
-        catch (Exception e) when (e is FvdException or IOException)
-        {
-            _syncFailure = $"{what} failed ({e.Message}); writes since the last successful flush may be lost; close the image and run 'fvd-img check -r all'";
-            MarkCorrupt();
-            throw new FvdException(FvdErrorKind.Io, _syncFailure, Path, e);
-        }
-    }
-
-    /// <summary>Best effort: a failing disk may refuse this too, and the clean flag is already clear on disk.</summary>
-    private void MarkCorrupt()
-    {
-        try
-        {
-            var (next, slot) = HeaderSlots.Prepare(_header, _slot, _header with { Incompatible = _header.Incompatible | IncompatibleFeatures.Corrupt });
-            _meta.Write(HeaderSlots.Offset(slot), next.ToBytes());
-            _meta.Flush();
-            _header = next;
-            _slot = slot;
-        }
-        catch (Exception e) when (e is FvdException or IOException)
-        {
-        }
-    }
-
     /// <summary>
     /// Makes every write that completed before the call durable, data first and then the bitmap bits that
-    /// name it (data -> fdatasync -> bitmap -> fdatasync).
+    /// name it (MetadataFile.Flush).
     /// </summary>
     public void Flush()
     {
         ThrowIfDisposed();
         if (IsReadOnly) return;
-        lock (_flushLock)
-        {
-            ThrowIfSyncFailed();
-            // Snapshot first: every bit set now belongs to a data write that has already completed, so the
-            // fdatasync below makes its data durable before the bit is written.
-            var pages = _header.BitmapLength > 0 ? _bitmap.TakeDirtyPages() : new List<int>();
-            var copies = new byte[pages.Count][];
-            for (int i = 0; i < pages.Count; i++)
-            {
-                copies[i] = new byte[Bitmap.PageBytes];
-                _bitmap.CopyPage(pages[i], copies[i]);
-            }
-            // No retry after a failed sync: these pages' new bits would then reach the disk over data that
-            // never did. Only a failed bitmap write (before any sync) leaves the pages dirty for the next flush.
-            // Taken after the pages: a bit in them was set after its data write marked the data written.
-            if (Interlocked.Exchange(ref _dataWritten, 0) != 0) Sync(_data, "data sync");
-            if (pages.Count == 0) return;
-            try
-            {
-                for (int i = 0; i < pages.Count; i++)
-                {
-                    long start = (long)pages[i] * Bitmap.PageBytes;
-                    int len = (int)Math.Min(Bitmap.PageBytes, _bitmap.ByteLength - start);
-                    _meta.Write(_header.BitmapOffset + start, copies[i].AsSpan(0, len));
-                }
-            }
-            catch
-            {
-                foreach (var p in pages) _bitmap.MarkDirty(p);
-                throw;
-            }
-            Sync(_meta, "metadata sync");
-        }
+        _metadata.Flush(_data.Device, _map);
     }
-
-    /// <summary>
-    /// Called after every completed write to the data file and before any bit naming it is set, so a flush
-    /// with nothing written since the last one skips the fdatasync (an O_DSYNC write followed by the FSYNC
-    /// the kernel sends for it costs one sync, not two).
-    /// </summary>
-    private void MarkDataWritten()
-    {
-        if (Volatile.Read(ref _dataWritten) == 0) Interlocked.Exchange(ref _dataWritten, 1);
-    }
-
-    private int _dataWritten;
 
     /// <summary>Sets or clears the copy-on-read default and persists it.</summary>
     public void SetHeaderFlags(HeaderFlags set, HeaderFlags clear)
     {
         ThrowIfDisposed();
         if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
-        lock (_flushLock) WriteHeader(_header with { Flags = (_header.Flags | set) & ~clear });
+        _metadata.UpdateHeader(h => h with { Flags = (h.Flags | set) & ~clear });
     }
 
     /// <summary>Stops background work, flushes everything and marks the image clean.</summary>
@@ -537,29 +446,339 @@ public sealed partial class FvdImage : IBlockDevice
             if (!IsReadOnly)
             {
                 Flush();
-                lock (_flushLock) WriteHeader(_header with { Flags = _header.Flags | HeaderFlags.CleanShutdown });
+                _metadata.UpdateHeader(h => h with { Flags = h.Flags | HeaderFlags.CleanShutdown });
             }
         }
         finally
         {
             Volatile.Write(ref _disposed, 1);
             _data.Dispose();
-            _backing?.Dispose();
-            _meta.Dispose();
+            _backing.Dispose();
+            _metadata.Dispose();
         }
     }
-
-    private int _closing;
 
     /// <summary>
     /// Tells other openers that this image is being closed, so one waiting for its lock waits for the final
     /// flush instead of failing (see FileDevice.MarkClosing). Dispose does it first; call it earlier when a
     /// flush of your own comes before Dispose.
     /// </summary>
-    public void MarkClosing() => (_meta as FileDevice)?.MarkClosing();
+    public void MarkClosing() => (_metadata.Device as FileDevice)?.MarkClosing();
 
     private void ThrowIfDisposed()
     {
         if (Volatile.Read(ref _disposed) != 0) throw new ObjectDisposedException(nameof(FvdImage), "image is closed");
+    }
+
+    // Reads: split by the block map into runs served by the data file and runs served by the backing image
+    // (paper 3.2). Bytes past the backing's end read as zeros; once prefetch has finished, everything is local.
+
+    public void Read(long offset, Span<byte> buffer)
+    {
+        ThrowIfDisposed();
+        DeviceChecks.Range(this, offset, buffer.Length, Path);
+        long pos = offset;
+        long end = offset + buffer.Length;
+        while (pos < end)
+        {
+            var place = _map.Lookup(pos, end, out long runEnd, out long dataOffset);
+            var dst = buffer.Slice((int)(pos - offset), (int)(runEnd - pos));
+            if (place == Placement.Local) _data.Read(dataOffset, dst);
+            else if (_cor.Enabled) _cor.Read(pos, dst);
+            else _backing.Read(pos, dst);
+            pos = runEnd;
+        }
+    }
+
+    /// <summary>
+    /// True when serving this request may read the backing (and so wait on a slow server): a read of a range
+    /// not all local, or a write whose partly covered first or last block is still in the backing. False
+    /// means the request touches only the data file.
+    /// </summary>
+    public bool MayReadBacking(long offset, long length, bool write)
+    {
+        long end = Math.Min(offset + Math.Max(0, length), Length);
+        if (offset < 0 || offset >= Math.Min(end, _map.MappedEnd) || _map.Finished) return false;
+        if (!write) return _map.Lookup(offset, end, out long runEnd, out _) != Placement.Local || runEnd < end;
+        return EdgeInBacking(offset >> _map.BlockShift) || EdgeInBacking((end - 1) >> _map.BlockShift);
+
+        bool EdgeInBacking(long b) => _writer.EdgeInBacking(b, offset, end);
+    }
+
+    /// <summary>True once every block is local (prefetch finished): the backing is never consulted.</summary>
+    private bool AllLocal => _map.Finished;
+
+    /// <summary>Where each range of the disk comes from (fvd-img map, SEEK_DATA/SEEK_HOLE).</summary>
+    public IEnumerable<MapEntry> Map(long offset = 0, long length = -1)
+    {
+        ThrowIfDisposed();
+        long end = length < 0 ? Length : offset + Math.Min(length, Length - offset); // no overflow for long.MaxValue
+        long pos = offset;
+        MapEntry? pending = null;
+        while (pos < end)
+        {
+            bool local = _map.Lookup(pos, end, out long runEnd, out long dataOffset) == Placement.Local;
+            for (long p = pos; p < runEnd;)
+            {
+                MapEntry e;
+                if (local)
+                {
+                    var x = _data.GetExtent(dataOffset + (p - pos), runEnd - p);
+                    e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Data : MapKind.Zero);
+                }
+                else
+                {
+                    long inBacking = Math.Min(runEnd, Header.BackingSize);
+                    if (p >= inBacking) e = new MapEntry(p, runEnd - p, MapKind.BackingZero);
+                    else if (_backing.Device is null) e = new MapEntry(p, inBacking - p, MapKind.Backing);
+                    else
+                    {
+                        var x = _backing.Device.GetExtent(p, inBacking - p);
+                        e = new MapEntry(p, x.Length, x.Kind == ExtentKind.Data ? MapKind.Backing : MapKind.BackingZero);
+                    }
+                }
+                if (e.Length <= 0) throw new FvdException(FvdErrorKind.Io, $"extent query at {p} returned nothing", Path);
+                if (pending is { } q && q.Kind == e.Kind && q.Offset + q.Length == e.Offset)
+                    pending = q with { Length = q.Length + e.Length };
+                else
+                {
+                    if (pending is { } done) yield return done;
+                    pending = e;
+                }
+                p += e.Length;
+            }
+            pos = runEnd;
+        }
+        if (pending is { } last) yield return last;
+    }
+
+    public Extent GetExtent(long offset, long maxLength)
+    {
+        DeviceChecks.Range(this, offset, 1, Path);
+        long limit = offset + Math.Min(maxLength, Length - offset); // no overflow for maxLength = long.MaxValue
+        ExtentKind? kind = null;
+        long pos = offset;
+        foreach (var m in Map(offset, limit - offset))
+        {
+            var k = m.Kind is MapKind.Data or MapKind.Backing ? ExtentKind.Data : ExtentKind.Zero;
+            if (kind is null) kind = k;
+            else if (kind != k) break;
+            pos = m.Offset + m.Length;
+        }
+        return new Extent(kind ?? ExtentKind.Zero, offset, pos - offset);
+    }
+
+
+    // Writes, discards and zeroing: copy-on-write per block (CopyOnWrite.cs).
+
+    public void Write(long offset, ReadOnlySpan<byte> buffer) => Modify(WriteOp.Write, offset, buffer.Length, buffer);
+
+    /// <summary>Deallocates a range; it reads as zeros afterwards, also where the backing had data.</summary>
+    public void Discard(long offset, long length) => Modify(WriteOp.Discard, offset, length, default);
+
+    public void WriteZeroes(long offset, long length) => Modify(WriteOp.Zero, offset, length, default);
+
+    private void Modify(WriteOp op, long offset, long length, ReadOnlySpan<byte> src)
+    {
+        ThrowIfDisposed();
+        DeviceChecks.Writable(this, Path);
+        DeviceChecks.Range(this, offset, length, Path);
+        if (length > 0) _writer.Modify(op, offset, length, src);
+    }
+
+    // Copy-on-read (CopyOnRead.cs) and the counters.
+
+    /// <summary>Whether reads from the backing are saved into the data file (default from the header).</summary>
+    public bool CopyOnReadEnabled => _cor.Enabled;
+
+    /// <summary>Turns copy-on-read on or off for this open (not persisted).</summary>
+    public void EnableCopyOnRead(bool on)
+    {
+        if (on && (IsReadOnly || _backing.Device is null)) return;
+        _cor.Enable(on);
+    }
+
+    /// <summary>Waits until every queued copy-on-read save has been written (tests, fvd-img).</summary>
+    public bool WaitForCopyOnRead(TimeSpan timeout) => _cor.WaitForSaves(timeout);
+
+    /// <summary>Saves backing content of whole blocks at a block-aligned offset (BlockSaver.Save; tests).</summary>
+    internal long SaveBlocks(long offset, ReadOnlySpan<byte> content) => _saver.Save(offset, content);
+
+    public ImageStatus Status => new()
+    {
+        Image = Path,
+        VirtualSize = Length,
+        BlocksTotal = _map.Blocks,
+        BlocksLocal = _map.CountLocal(),
+        BackingBytesRead = Interlocked.Read(ref _counters.BackingBytesRead),
+        CopyOnReadBytesSaved = Interlocked.Read(ref _counters.CopyOnReadBytesSaved),
+        PrefetchBytesSaved = Interlocked.Read(ref _counters.PrefetchBytesSaved),
+        // Finished however the blocks became local, even while a delayed prefetch still waits to notice.
+        Prefetch = AllLocal && _map.Blocks > 0 ? PrefetchState.Finished : _prefetcher?.State ?? PrefetchState.Disabled,
+        PrefetchRate = _prefetcher?.Rate ?? 0,
+        CopyOnRead = _cor.Enabled,
+        Finished = AllLocal,
+    };
+
+    // Background work of a mounted image: copy-on-read and prefetch (paper 3.3.4, 3.4). Tools do not start it
+    // (the paper: no prefetch inside qemu tools); the FUSE daemon does.
+
+
+    /// <summary>
+    /// Starts copy-on-read (per the header's flag unless overridden) and prefetch (when the header's start
+    /// delay, or the override, is >= 0). No-op without a backing or when read-only or finished; an image
+    /// whose blocks all became local earlier (guest writes, copy-on-read) is finished here instead.
+    /// </summary>
+    public void StartBackgroundWork(bool? copyOnRead = null, PrefetchSettings? prefetch = null)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly || _backing.Device is null || AllLocal) return;
+        FinishIfAllLocal();
+        if (AllLocal) return;
+        EnableCopyOnRead(copyOnRead ?? (Header.Flags & HeaderFlags.CopyOnRead) != 0);
+        var s = prefetch ?? Header.Prefetch;
+        if (s.StartDelaySeconds >= 0 && _prefetcher is null) _prefetcher = NewPrefetcher(s);
+    }
+
+    /// <summary>The last prefetch error, if prefetch stopped on one.</summary>
+    public string? PrefetchError => _prefetcher?.Error;
+
+    private Prefetcher NewPrefetcher(PrefetchSettings s) =>
+        new(s, _map, _backing, _saver, _counters, () => PrefetchProfileEntries, Flush, FinishIfAllLocal, Path);
+
+    /// <summary>
+    /// Runs prefetch to the end in the calling thread's time (fvd-img prefetch): no start delay, the given
+    /// limits, progress as (blocks local, blocks total). Returns when every block is local.
+    /// </summary>
+    public void PrefetchNow(PrefetchSettings? limits = null, Action<long, long>? progress = null, CancellationToken ct = default,
+        Action<ImageStatus>? onStatus = null)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
+        if (AllLocal) return;
+        if (_backing.Device is null) throw new FvdException(FvdErrorKind.NotFound, "backing file is not available", BackingPath ?? Path);
+        var s = (limits ?? Header.Prefetch) with { StartDelaySeconds = 0 };
+        using (var p = NewPrefetcher(s))
+        {
+            _prefetcher = p;
+            try
+            {
+                while (p.State is PrefetchState.Waiting or PrefetchState.Running or PrefetchState.Paused)
+                {
+                    if (ct.WaitHandle.WaitOne(100)) break;
+                    progress?.Invoke(_map.CountLocal(), _map.Blocks);
+                    onStatus?.Invoke(Status);
+                }
+            }
+            finally
+            {
+                _prefetcher = null;
+            }
+            if (p.Error is not null) throw new FvdException(FvdErrorKind.Io, $"prefetch failed: {p.Error}", Path);
+        }
+        progress?.Invoke(_map.CountLocal(), _map.Blocks);
+        onStatus?.Invoke(Status);
+    }
+
+    /// <summary>
+    /// When every block is local, whether prefetch, copy-on-read or guest writes made it so: persist all
+    /// bits, then set the prefetch-finished flag (paper 3.3.5). From then on the bitmap and the backing are
+    /// not consulted and the data file is a plain RAW image (FUSE passthrough can serve it).
+    /// </summary>
+    internal void FinishIfAllLocal()
+    {
+        // AllBlocksLocal is cheap to call after every copy-on-read save (LinearMap.AllBlocksLocal).
+        if (IsReadOnly || AllLocal || !_map.AllBlocksLocal()) return;
+        Flush();
+        _metadata.UpdateHeader(h => (h.Flags & HeaderFlags.PrefetchFinished) != 0 ? null : h with { Flags = h.Flags | HeaderFlags.PrefetchFinished });
+        _map.MarkFinished();
+        _cor.Enable(false);
+    }
+
+    private void StopBackgroundWork()
+    {
+        _prefetcher?.Dispose();
+        _prefetcher = null;
+        _cor.Stop();
+    }
+
+    /// <summary>
+    /// Drops the backing reference of an image whose blocks are all local (prefetch finished, or every
+    /// bit set): the image then stands alone, and its data file is a plain RAW image.
+    /// </summary>
+    public static void Detach(string path, LockWait? wait = null)
+    {
+        using var img = Open(path, new FvdOpenOptions { AllowMissingBacking = true, LockWait = wait ?? LockWait.Default });
+        img.DetachBacking();
+    }
+
+    /// <summary>Detach's header update on an open image (tests tear it: it spans several sectors).</summary>
+    internal void DetachBacking()
+    {
+        if (!Header.HasBacking) return;
+        if (!_map.AllBlocksLocal())
+            throw new FvdException(FvdErrorKind.InvalidArgument,
+                $"{_map.Blocks - _map.CountLocal()} blocks still live in the backing; run 'fvd-img prefetch' first", Path);
+        Flush();
+        _metadata.UpdateHeader(h => h with
+        {
+            BackingSize = 0, BackingPath = "", BackingFormat = "", BitmapOffset = 0, BitmapLength = 0,
+            Flags = h.Flags & ~(HeaderFlags.PrefetchFinished | HeaderFlags.CopyOnRead),
+            Compatible = h.Compatible & ~CompatibleFeatures.PrefetchProfile,
+            ReservedRegions = new (long, long)[5],
+        });
+    }
+
+    // Profile-directed prefetch (paper 3.4.1): record the backing ranges a boot reads (ProfileRecorder.cs),
+    // store them in the image, and let prefetch fetch those first.
+
+    /// <summary>The stored prefetch profile (empty when none).</summary>
+    public IReadOnlyList<(long Offset, long Length)> PrefetchProfileEntries => _profile ?? LoadProfile();
+
+    private List<(long Offset, long Length)> LoadProfile() => _profile =
+        _metadata.Regions.Profile.Length == 0 ? new() : PrefetchProfile.Parse(_metadata.ReadProfile(), Header.BackingSize, Path);
+
+    /// <summary>Starts recording which backing ranges are read (first read of each block only).</summary>
+    public void StartProfileRecording() => _backing.StartRecording(_map.BlockShift);
+
+    /// <summary>The ranges recorded so far, in first-read order, merged where adjacent.</summary>
+    public List<(long Offset, long Length)> RecordedProfile() => _backing.Recorder?.Entries() ?? new();
+
+    /// <summary>
+    /// Stores a profile in the image (replacing any earlier one): written after the end of the other
+    /// metadata, made durable, then the header names it.
+    /// </summary>
+    public void WriteProfile(IReadOnlyList<(long Offset, long Length)> entries)
+    {
+        ThrowIfDisposed();
+        if (IsReadOnly) throw new FvdException(FvdErrorKind.ReadOnly, "image is open read-only", Path);
+        if (!Header.HasBacking) throw new FvdException(FvdErrorKind.InvalidArgument, "image has no backing; a prefetch profile needs one", Path);
+        foreach (var (o, l) in entries)
+            if (o < 0 || l <= 0 || o >= Header.BackingSize || l > Header.BackingSize - o)
+                throw new FvdException(FvdErrorKind.InvalidArgument, $"profile range [{o}, +{l}) is outside the backing ({Header.BackingSize} bytes)", Path);
+        _metadata.WriteProfile(PrefetchProfile.Serialize(entries));
+        _profile = new List<(long, long)>(entries);
+    }
+
+    /// <summary>
+    /// Turns a list of reads (an access log) into a profile: the backing blocks they touch, each once, in
+    /// first-read order, merged where adjacent, ending at the backing's end. Reads past the backing are dropped.
+    /// </summary>
+    public List<(long Offset, long Length)> BuildProfile(IEnumerable<(long Offset, long Length)> reads)
+    {
+        var rec = new ProfileRecorder(Header.BackingSize, _map.BlockShift);
+        foreach (var (o, l) in reads)
+            if (o >= 0 && o < Header.BackingSize && l > 0) rec.Record(o, Math.Min(l, Header.BackingSize - o));
+        return rec.Entries();
+    }
+
+    /// <summary>
+    /// Test-only: wraps the data device of an image that was just opened (e.g. in a RecordingDevice) so tests
+    /// can observe the order of data writes, data flushes and bitmap updates. Call it right after Open.
+    /// </summary>
+    internal void WrapDataDeviceForTests(Func<IBlockDevice, IBlockDevice> wrap)
+    {
+        ThrowIfDisposed();
+        _data.WrapForTests(wrap);
     }
 }

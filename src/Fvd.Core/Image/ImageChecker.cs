@@ -6,6 +6,7 @@
 // losing data (exit 3 while left), CheckFailed means the check could not run or complete (exit 1).
 // Repair order keeps the durability rule: data file grown and synced, then the header rewritten and synced.
 using Fvd.Core.Format;
+using Fvd.Core.Image.Mapping;
 using Fvd.Core.Io;
 
 namespace Fvd.Core.Image;
@@ -145,9 +146,10 @@ public static class ImageChecker
                 r.Add(CheckSeverity.Error, $"bitmap: bits set past the last block ({h.BitmapBlocks} blocks)", fix);
             }
         }
-        var bitmap = Bitmap.FromBytes(h.BitmapBlocks, bm);
-        r.BlocksLocal = bitmap.CountSet();
-        if (finished && h.HasBacking && !bitmap.AllSet)
+        // The map over the bits as stored, not trusting the finished flag: that flag is what is checked here.
+        var map = LinearMap.FromBytes(h, bm, path, trustFinished: false);
+        r.BlocksLocal = map.CountLocal();
+        if (finished && h.HasBacking && !map.AllBlocksLocal())
             r.Add(CheckSeverity.Error, $"header says prefetch finished, but {h.BitmapBlocks - r.BlocksLocal} of {h.BitmapBlocks} blocks are still in the backing");
 
         // 3. Data: inline area or separate data file, at least as long as the disk.
@@ -187,7 +189,7 @@ public static class ImageChecker
                 }
                 else if (len > h.VirtualSize)
                     r.Add(CheckSeverity.Info, $"data file {dataPath} is {len} bytes; the {len - h.VirtualSize} bytes past the disk are unused");
-                if (h.HasBacking && !finished) ScanLeakedData(dataPath, h, bitmap, repair, r, progress);
+                if (h.HasBacking && !finished) ScanLeakedData(dataPath, h, map, repair, r, progress);
             }
         }
 
@@ -264,13 +266,11 @@ public static class ImageChecker
     }
 
     /// <summary>Leaks (see Leaks.cs); repair punches them out while the image is locked exclusively.</summary>
-    private static void ScanLeakedData(string dataPath, FvdHeader h, Bitmap bitmap, RepairMode repair, CheckReport r, Action<long, long>? progress)
+    private static void ScanLeakedData(string dataPath, FvdHeader h, LinearMap map, RepairMode repair, CheckReport r, Action<long, long>? progress)
     {
-        long bs = h.BlockSize;
-        long end = Math.Min(bitmap.Blocks * bs, h.VirtualSize);
         using var data = FileDevice.Open(dataPath, readOnly: repair == RepairMode.None);
         data.AssumeLength(Math.Max(data.Length, h.VirtualSize));
-        var (leaked, leakedBytes) = Leaks.Find(data, bitmap, bs, end, progress);
+        var (leaked, leakedBytes) = Leaks.Find(data, map, progress);
         if (leakedBytes == 0) return;
         bool fix = repair != RepairMode.None;
         if (fix)

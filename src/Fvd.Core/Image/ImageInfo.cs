@@ -72,7 +72,7 @@ public sealed record ImageInfo
             BackingActualSize = backingActual,
             DataPath = img.DataPath,
             DataFileSize = dataSize,
-            BlocksLocal = img.Bitmap.CountSet(),
+            BlocksLocal = img.BlockMap.CountLocal(),
         };
     }
 

@@ -12,6 +12,7 @@ using System.Buffers;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Fvd.Core.Format;
+using Fvd.Core.Image.Mapping;
 
 namespace Fvd.Core.Image;
 
@@ -22,8 +23,15 @@ internal sealed class Prefetcher : IDisposable
     private const int DefaultChunk = 1 << 20;
     private static readonly TimeSpan CheckpointInterval = TimeSpan.FromSeconds(5);
 
-    private readonly FvdImage _img;
     private readonly PrefetchSettings _s;
+    private readonly IBlockMap _map;
+    private readonly BackingReader _backing;
+    private readonly BlockSaver _saver;
+    private readonly ImageCounters _counters;
+    private readonly Func<IReadOnlyList<(long Offset, long Length)>> _profile;
+    private readonly Action _flush;
+    private readonly Action _finish;
+    private readonly string _displayPath;
     private readonly CancellationTokenSource _cts = new();
     private readonly Task _task;
     private readonly StateCell _state = new();
@@ -34,10 +42,23 @@ internal sealed class Prefetcher : IDisposable
     /// <summary>Set when the run ended with an error (the reason); prefetch is then stopped.</summary>
     public string? Error { get; private set; }
 
-    public Prefetcher(FvdImage img, PrefetchSettings s)
+    /// <summary>
+    /// Starts prefetch: blocks the map says are in the backing are read through backing and saved by saver;
+    /// profile gives the ranges to fetch first (read when the run starts), flush persists progress now and
+    /// then, finish is called once every block is local.
+    /// </summary>
+    public Prefetcher(PrefetchSettings s, IBlockMap map, BackingReader backing, BlockSaver saver, ImageCounters counters,
+        Func<IReadOnlyList<(long Offset, long Length)>> profile, Action flush, Action finish, string displayPath)
     {
-        _img = img;
         _s = s;
+        _map = map;
+        _backing = backing;
+        _saver = saver;
+        _counters = counters;
+        _profile = profile;
+        _flush = flush;
+        _finish = finish;
+        _displayPath = displayPath;
         _task = Task.Factory.StartNew(Run, TaskCreationOptions.LongRunning);
     }
 
@@ -48,7 +69,7 @@ internal sealed class Prefetcher : IDisposable
         {
             if (_s.StartDelaySeconds > 0 && ct.WaitHandle.WaitOne(TimeSpan.FromSeconds(_s.StartDelaySeconds))) return;
             _state.Set(PrefetchState.Running);
-            int chunk = _s.ChunkBytes > 0 ? _s.ChunkBytes : Math.Max(DefaultChunk, _img.BlockSize);
+            int chunk = _s.ChunkBytes > 0 ? _s.ChunkBytes : Math.Max(DefaultChunk, 1 << _map.BlockShift);
             var pipe = Channel.CreateBounded<(long Offset, byte[] Buf, int Len)>(new BoundedChannelOptions(1) { SingleReader = true, SingleWriter = true });
             var writer = Task.Factory.StartNew(() =>
             {
@@ -73,7 +94,7 @@ internal sealed class Prefetcher : IDisposable
                 writer.Wait();
             }
             if (ct.IsCancellationRequested) return;
-            _img.FinishIfAllLocal();
+            _finish();
             _state.Set(PrefetchState.Finished);
         }
         catch (OperationCanceledException) { }
@@ -83,7 +104,7 @@ internal sealed class Prefetcher : IDisposable
             var e = RootCause(caught);
             if (e is OperationCanceledException) return;
             Error = e.Message;
-            Console.Error.WriteLine($"fvd: {_img.Path}: prefetch stopped: {e.Message}");
+            Console.Error.WriteLine($"fvd: {_displayPath}: prefetch stopped: {e.Message}");
             _state.Set(PrefetchState.Disabled);
         }
     }
@@ -98,13 +119,13 @@ internal sealed class Prefetcher : IDisposable
 
     private void ReadStage(ChannelWriter<(long, byte[], int)> output, int chunk, CancellationToken ct)
     {
-        var bitmap = _img.Bitmap;
-        int shift = System.Numerics.BitOperations.Log2((uint)_img.BlockSize);
+        var map = _map;
+        int shift = map.BlockShift;
         long chunkBlocks = Math.Max(1, chunk >> shift);
         long cursor = 0;
         var throttle = new StageThrottle(this, _s.MaxReadKiBps, _s.MinReadKiBps);
         // Profile-directed first (paper 3.4.1): the ranges a boot reads, in its order; then the whole image.
-        var profile = _img.PrefetchProfileEntries;
+        var profile = _profile();
         int pi = 0;
         long profileCursor = -1, profileEnd = -1;
         while (!ct.IsCancellationRequested)
@@ -113,26 +134,26 @@ internal sealed class Prefetcher : IDisposable
             if (profileCursor >= profileEnd && pi < profile.Count)
             {
                 profileCursor = profile[pi].Offset >> shift;
-                profileEnd = Math.Min(bitmap.Blocks, (profile[pi].Offset + profile[pi].Length + (1L << shift) - 1) >> shift);
+                profileEnd = Math.Min(map.Blocks, (profile[pi].Offset + profile[pi].Length + (1L << shift) - 1) >> shift);
                 pi++;
                 continue;
             }
             bool inProfile = profileCursor < profileEnd;
-            b = bitmap.NextWithValue(inProfile ? profileCursor : cursor, inProfile ? profileEnd : bitmap.Blocks, false);
-            limit = inProfile ? profileEnd : bitmap.Blocks;
+            limit = inProfile ? profileEnd : map.Blocks;
+            b = map.NextInBacking(inProfile ? profileCursor : cursor, limit);
             if (b >= limit)
             {
                 if (inProfile) { profileCursor = profileEnd; continue; }
                 return;
             }
-            long e = Math.Min(Math.Min(bitmap.NextWithValue(b, limit, true), limit), b + chunkBlocks);
+            long e = Math.Min(Math.Min(map.NextLocal(b, limit), limit), b + chunkBlocks);
             long off = b << shift;
-            int len = (int)(Math.Min(e << shift, _img.BitmapEnd) - off);
+            int len = (int)(Math.Min(e << shift, map.MappedEnd) - off);
             var buf = ArrayPool<byte>.Shared.Rent(len);
             var sw = Stopwatch.StartNew();
             try
             {
-                _img.ReadBackingForPrefetch(off, buf.AsSpan(0, len));
+                _backing.Read(off, buf.AsSpan(0, len), prefetch: true);
             }
             catch
             {
@@ -159,8 +180,8 @@ internal sealed class Prefetcher : IDisposable
                 {
                     if (ct.IsCancellationRequested) continue;
                     var sw = Stopwatch.StartNew();
-                    long saved = _img.SaveBlocks(item.Offset, item.Buf.AsSpan(0, item.Len));
-                    _img.AddPrefetchSaved(saved);
+                    long saved = _saver.Save(item.Offset, item.Buf.AsSpan(0, item.Len));
+                    Interlocked.Add(ref _counters.PrefetchBytesSaved, saved);
                     throttle.Account(item.Len, sw.Elapsed, ct);
                     throttle.BackOffIfSlow(ct);
                 }
@@ -172,7 +193,7 @@ internal sealed class Prefetcher : IDisposable
                 // Persist progress now and then, so a killed daemon resumes without re-reading it.
                 if (sinceCheckpoint.Elapsed > CheckpointInterval && !ct.IsCancellationRequested)
                 {
-                    _img.Flush();
+                    _flush();
                     sinceCheckpoint.Restart();
                 }
             }
