@@ -138,10 +138,10 @@ public sealed partial class FuseDispatcher
                 ACCESS => Access(nodeId, body, req, reply, unique),
                 FALLOCATE => Fallocate(nodeId, body, reply, unique),
                 LSEEK => Lseek(nodeId, body, reply, unique),
-                GETXATTR => Exists(nodeId) ? Error(reply, unique, Errno.ENODATA) : Error(reply, unique, Errno.ENOENT),
-                LISTXATTR => ListXattr(nodeId, body, reply, unique),
-                SETXATTR => Error(reply, unique, Errno.EOPNOTSUPP),
-                REMOVEXATTR => Error(reply, unique, Errno.ENODATA),
+                GETXATTR => GetXattr(nodeId, body, reply, unique, list: false),
+                LISTXATTR => GetXattr(nodeId, body, reply, unique, list: true),
+                SETXATTR => SetXattr(nodeId, body, reply, unique),
+                REMOVEXATTR => RemoveXattr(nodeId, body, reply, unique),
                 // The directory is fixed: the kernel passes "Operation not permitted" (or EROFS) to the caller.
                 MKNOD or MKDIR or UNLINK or RMDIR or RENAME or RENAME2 or LINK or SYMLINK or CREATE or TMPFILE
                     => Error(reply, unique, _options.ReadOnly ? Errno.EROFS : Errno.EPERM),
@@ -326,16 +326,6 @@ public sealed partial class FuseDispatcher
         W32(o, StatfsOut.NameLen, 255);
         W32(o, StatfsOut.Frsize, (uint)bsize);
         return Ok(reply, unique, StatfsOutSize);
-    }
-
-    private int ListXattr(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
-    {
-        if (body.Length < GetxattrInSize) return Error(reply, unique, Errno.EINVAL);
-        if (!Exists(nodeId)) return Error(reply, unique, Errno.ENOENT);
-        if (U32(body, GetxattrIn.Size) != 0) return Ok(reply, unique, 0); // an empty list
-        var o = reply.Slice(OutHeaderSize, GetxattrOutSize);
-        o.Clear(); // size needed: 0
-        return Ok(reply, unique, GetxattrOutSize);
     }
 
     // ---- files ---------------------------------------------------------------------------------------------

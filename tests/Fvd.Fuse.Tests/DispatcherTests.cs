@@ -389,6 +389,89 @@ public sealed class DispatcherTests
         Assert.Equal(Errno.EINVAL, Call(d, SETATTR, 2, new byte[20]).Error);
     }
 
+    // ---- extended attributes (what libvirt's DAC/SELinux drivers do to a disk) ------------------------------
+
+    private static byte[] SetXattrBody(string name, byte[] value, uint flags = 0) =>
+        Body((uint)value.Length, flags, Encoding.UTF8.GetBytes(name + "\0"), value);
+
+    private static byte[] GetXattrBody(uint size, string name) => Body(size, 0u, Encoding.UTF8.GetBytes(name + "\0"));
+
+    [Fact]
+    public void Xattrs_set_get_list_remove_like_libvirts_remember_owner()
+    {
+        var d = NewDispatcher();
+        byte[] dac = "+0:+0"u8.ToArray(), refs = "1"u8.ToArray();
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.dac", dac)).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.ref_dac", refs)).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("user.note", [])).Error); // an empty value is a value
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("security.selinux", "system_u:object_r:svirt_image_t:s0\0"u8.ToArray())).Error);
+
+        // Size probe, then the value; a buffer one byte short is ERANGE.
+        var probe = Call(d, GETXATTR, 2, GetXattrBody(0, "trusted.libvirt.security.dac"));
+        Assert.Equal(0, probe.Error);
+        Assert.Equal((uint)dac.Length, U32(probe.Payload, 0));
+        Assert.Equal(dac, Call(d, GETXATTR, 2, GetXattrBody(64, "trusted.libvirt.security.dac")).Payload);
+        Assert.Equal(Errno.ERANGE, Call(d, GETXATTR, 2, GetXattrBody((uint)dac.Length - 1, "trusted.libvirt.security.dac")).Error);
+        Assert.Empty(Call(d, GETXATTR, 2, GetXattrBody(16, "user.note")).Payload);
+        Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(64, "trusted.other")).Error);
+
+        byte[] names = "trusted.libvirt.security.dac\0trusted.libvirt.security.ref_dac\0user.note\0security.selinux\0"u8.ToArray();
+        var listProbe = Call(d, LISTXATTR, 2, Body(0u, 0u));
+        Assert.Equal((uint)names.Length, U32(listProbe.Payload, 0));
+        Assert.Equal(names, Call(d, LISTXATTR, 2, Body(4096u, 0u)).Payload);
+        Assert.Equal(Errno.ERANGE, Call(d, LISTXATTR, 2, Body((uint)names.Length - 1, 0u)).Error);
+
+        // Restore: libvirt replaces the count, then removes both names.
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.ref_dac", "2"u8.ToArray(), XattrStore.XATTR_REPLACE)).Error);
+        Assert.Equal("2"u8.ToArray(), Call(d, GETXATTR, 2, GetXattrBody(8, "trusted.libvirt.security.ref_dac")).Payload);
+        Assert.Equal(0, Call(d, REMOVEXATTR, 2, Encoding.UTF8.GetBytes("trusted.libvirt.security.dac\0")).Error);
+        Assert.Equal(Errno.ENODATA, Call(d, REMOVEXATTR, 2, Encoding.UTF8.GetBytes("trusted.libvirt.security.dac\0")).Error);
+        Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(64, "trusted.libvirt.security.dac")).Error);
+        // The status directory and the root keep nothing.
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 1, SetXattrBody("user.x", dac)).Error);
+        Assert.Equal(0u, U32(Call(d, LISTXATTR, 1, Body(0u, 0u)).Payload, 0));
+    }
+
+    [Fact]
+    public void Xattr_create_and_replace_flags_namespaces_and_limits()
+    {
+        var d = NewDispatcher();
+        Assert.Equal(Errno.ENODATA, Call(d, SETXATTR, 2, SetXattrBody("user.a", [1], XattrStore.XATTR_REPLACE)).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("user.a", [1], XattrStore.XATTR_CREATE)).Error);
+        Assert.Equal(Errno.EEXIST, Call(d, SETXATTR, 2, SetXattrBody("user.a", [2], XattrStore.XATTR_CREATE)).Error);
+        Assert.Equal(new byte[] { 1 }, Call(d, GETXATTR, 2, GetXattrBody(8, "user.a")).Payload);
+        Assert.Equal(Errno.EINVAL, Call(d, SETXATTR, 2, SetXattrBody("user.a", [2], 4)).Error);
+        // POSIX ACLs and unknown namespaces are not kept.
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 2, SetXattrBody("system.posix_acl_access", [2])).Error);
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 2, SetXattrBody("user.", [2])).Error);
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 2, SetXattrBody("other.x", [2])).Error);
+        // A size field that disagrees with the bytes sent, a missing name: EINVAL.
+        Assert.Equal(Errno.EINVAL, Call(d, SETXATTR, 2, Body(5u, 0u, "user.b\0"u8.ToArray(), new byte[2])).Error);
+        Assert.Equal(Errno.EINVAL, Call(d, SETXATTR, 2, Body(0u, 0u)).Error);
+        Assert.Equal(Errno.EINVAL, Call(d, GETXATTR, 2, Body(0u, 0u, "user.nonul"u8.ToArray())).Error);
+
+        // Bounded: at most MaxCount names and MaxTotalBytes per file.
+        for (int i = 1; i < XattrStore.MaxCount; i++)
+            Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody($"user.n{i}", [1])).Error);
+        Assert.Equal(Errno.ENOSPC, Call(d, SETXATTR, 2, SetXattrBody("user.onemore", [1])).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("user.n1", [9])).Error); // replacing still works
+        for (int i = 1; i < 10; i++) Assert.Equal(0, Call(d, REMOVEXATTR, 2, Encoding.UTF8.GetBytes($"user.n{i}\0")).Error);
+        var big = new byte[XattrStore.MaxValueBytes];
+        for (int i = 0; i < 3; i++) Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody($"user.big{i}", big)).Error);
+        Assert.Equal(Errno.ENOSPC, Call(d, SETXATTR, 2, SetXattrBody("user.big3", big)).Error);
+        Assert.Equal(Errno.E2BIG, Call(d, SETXATTR, 2, SetXattrBody("user.huge", new byte[XattrStore.MaxValueBytes + 1])).Error);
+        Assert.Equal(big.Length, Call(d, GETXATTR, 2, GetXattrBody(1 << 20, "user.big2")).Payload.Length);
+    }
+
+    [Fact]
+    public void Xattr_changes_are_refused_on_a_read_only_mount()
+    {
+        var d = NewDispatcher(new FuseOptions { ReadOnly = true });
+        Assert.Equal(Errno.EROFS, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.dac", [1])).Error);
+        Assert.Equal(Errno.EROFS, Call(d, REMOVEXATTR, 2, "user.a\0"u8.ToArray()).Error);
+        Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(8, "user.a")).Error);
+    }
+
     [Fact]
     public void Hot_path_requests_allocate_nothing()
     {
