@@ -472,6 +472,76 @@ public sealed class DispatcherTests
         Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(8, "user.a")).Error);
     }
 
+    // ---- -o partitions ------------------------------------------------------------------------------------
+
+    private static Fvd.Core.Partitions.MbrEntry Mbr(uint first, uint count) => new(0, 0x83, first, count);
+
+    private static byte[] MbrSector(params Fvd.Core.Partitions.MbrEntry[] entries)
+    {
+        var all = new Fvd.Core.Partitions.MbrEntry[4];
+        entries.CopyTo(all, 0);
+        var sector = new byte[512];
+        new Fvd.Core.Partitions.MasterBootRecord(all).WriteTo(sector);
+        return sector;
+    }
+
+    [Fact]
+    public void Partitions_appear_after_a_table_write_are_bounded_and_follow_table_changes()
+    {
+        var d = NewDispatcher(new FuseOptions { Partitions = true });
+        Assert.Equal(Errno.ENOENT, Call(d, LOOKUP, RootId, "disk-p1.raw\0"u8).Error);
+        // p1: 128 KiB at 128 KiB, p2: 128 KiB at 512 KiB; written through the disk like sfdisk does.
+        var table = MbrSector(Mbr(256, 256), Mbr(1024, 256));
+        Assert.Equal(0, Call(d, WRITE, 2, WriteBody(0, table)).Error);
+
+        var p1 = Call(d, LOOKUP, RootId, "disk-p1.raw\0"u8);
+        Assert.Equal(0, p1.Error);
+        ulong p1Id = U64(p1.Payload, 0);
+        Assert.Equal(0UL, U64(p1.Payload, 16));           // entry timeout 0: names follow the table
+        Assert.Equal(128UL * 1024, U64(p1.Payload, 40 + 8)); // attr.size
+        Assert.Equal([".", "..", "disk.raw", "disk-p1.raw", "disk-p2.raw"], Names(Call(d, READDIR, RootId, ReadBody(0, 4096)).Payload, plus: false));
+        ulong p2Id = U64(Call(d, LOOKUP, RootId, "disk-p2.raw\0"u8).Payload, 0);
+
+        // A write that reaches past the partition's end is short, one at its end is ENOSPC; the neighbour is untouched.
+        var data = Enumerable.Repeat((byte)0xAB, 200).ToArray();
+        var w = Call(d, WRITE, p1Id, WriteBody(128 * 1024 - 100, data));
+        Assert.Equal(0, w.Error);
+        Assert.Equal(100u, U32(w.Payload, 0));
+        Assert.Equal(Errno.ENOSPC, Call(d, WRITE, p1Id, WriteBody(128 * 1024, data)).Error);
+        Assert.Equal(0xAB, _dev.Bytes[256 * 1024 - 1]);
+        Assert.Equal(0, _dev.Bytes[256 * 1024]);
+        Assert.Equal(_dev.Bytes.AsSpan(256 * 1024 - 100, 100).ToArray(), Call(d, READ, p1Id, ReadBody(128 * 1024 - 100, 4096)).Payload);
+        // SEEK_DATA translated into the partition; FSYNC flushes the image.
+        var seek = Call(d, LSEEK, p1Id, Body(1UL, 0UL, SEEK_DATA, 0u));
+        Assert.Equal(0, seek.Error);
+        Assert.Equal(128UL * 1024 - 4096, U64(seek.Payload, 0));
+        Assert.Equal(Errno.ENXIO, Call(d, LSEEK, p2Id, Body(1UL, 0UL, SEEK_DATA, 0u)).Error);
+        int flushes = _dev.Flushes;
+        Assert.Equal(0, Call(d, FSYNC, p1Id, Body(1UL, 0u, 0u)).Error);
+        Assert.Equal(flushes + 1, _dev.Flushes);
+        // Punching a hole past the partition's end is clamped to it.
+        Assert.Equal(0, Call(d, FALLOCATE, p2Id, Body(1UL, 0L, 1L << 20, FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE, 0u)).Error);
+
+        // The table changes through the disk: p1 moves, p2 goes away. Their nodes answer EIO from now on.
+        Assert.Equal(0, Call(d, WRITE, 2, WriteBody(0, MbrSector(Mbr(300, 100)))).Error);
+        Assert.Equal(Errno.ENOENT, Call(d, LOOKUP, RootId, "disk-p2.raw\0"u8).Error);
+        var moved = Call(d, LOOKUP, RootId, "disk-p1.raw\0"u8);
+        Assert.NotEqual(p1Id, U64(moved.Payload, 0));
+        Assert.Equal(100UL * 512, U64(moved.Payload, 40 + 8));
+        Assert.Equal(Errno.EIO, Call(d, READ, p2Id, ReadBody(0, 512)).Error);
+        Assert.Equal(Errno.EIO, Call(d, WRITE, p1Id, WriteBody(0, data)).Error);
+        Assert.Equal(0, _dev.Bytes[128 * 1024]); // the old p1's first byte was not written
+        Assert.Equal([".", "..", "disk.raw", "disk-p1.raw"], Names(Call(d, READDIR, RootId, ReadBody(0, 4096)).Payload, plus: false));
+    }
+
+    [Fact]
+    public void Partitions_turn_off_passthrough_and_page_cache_opens()
+    {
+        var d = NewDispatcher(new FuseOptions { Partitions = true });
+        var open = Call(d, OPEN, 2, Body(2u, 0u));
+        Assert.Equal(FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES, U32(open.Payload, 8));
+    }
+
     [Fact]
     public void Hot_path_requests_allocate_nothing()
     {
