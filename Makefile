@@ -9,7 +9,7 @@ PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
 APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps file gcc zlib1g-dev \
-  attr fdisk dosfstools qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
+  attr fdisk dosfstools mtools qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
 # NativeAOT needs the target's runtime identifier.
 VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 RID ?= linux-$(subst x86_64,x64,$(subst aarch64,arm64,$(shell uname -m)))
