@@ -1,5 +1,5 @@
 // -o partitions: each partition of an image's MBR/GPT table is shown as NAME-pN.raw beside NAME.raw
-// (man/fvdmount.1, PARTITIONS). The table is read at mount and again, lazily at the next LOOKUP or READDIR of
+// (man/fvdmount.1, "Partitions as files"). The table is read at mount and again, lazily at the next LOOKUP or READDIR of
 // the root, after a write that touched it (first/last 64 KiB of the disk or an EBR sector). A partition that
 // keeps its number, start and size keeps its node; any other is retired (its open files get EIO) and never
 // reused, because node ids only grow. Partition nodes are shown with entry/attr timeout 0 so that names and

@@ -1,5 +1,5 @@
-// Extended attributes of one view file, kept in memory for the life of the mount (man/fvdmount.1, EXTENDED
-// ATTRIBUTES). libvirt's DAC and SELinux drivers record a file's original owner and label in trusted.* and
+// Extended attributes of one view file, kept in memory for the life of the mount (man/fvdmount.1, "Extended
+// attributes"). libvirt's DAC and SELinux drivers record a file's original owner and label in trusted.* and
 // security.* names before they relabel it, and refuse to start a domain when that fails.
 using System.Text;
 
