@@ -9,7 +9,8 @@ PREFIX ?= /usr/local
 OUT := $(CURDIR)/out
 DEMO := $(CURDIR)/demo
 APT_PACKAGES := fuse3 e2fsprogs util-linux qemu-utils fio postmark strace nginx-light iproute2 curl procps file gcc zlib1g-dev \
-  lintian bash-completion binutils man-db dpkg-dev
+  lintian bash-completion binutils man-db dpkg-dev \
+  attr fdisk dosfstools mtools qemu-system-x86 libvirt-daemon libvirt-daemon-driver-qemu
 # NativeAOT needs the target's runtime identifier.
 VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 RID ?= linux-$(subst x86_64,x64,$(subst aarch64,arm64,$(shell uname -m)))
@@ -31,6 +32,9 @@ deps:
 	  [ $$rc = 0 ] || exit $$rc; \
 	fi
 	@[ -e /dev/fuse ] || { modprobe fuse 2>/dev/null || true; }
+	@# The qemu user and group of libvirt's built-in qemu.conf defaults, as libvirt-daemon-system creates them.
+	@if [ "$$(id -u)" = 0 ]; then getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu; \
+	  getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu; fi
 
 build:
 	$(DOTNET) build FvdFuse.sln -c $(CONFIG) -nologo -v quiet -clp:ErrorsOnly

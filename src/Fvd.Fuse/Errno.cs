@@ -6,7 +6,7 @@ namespace Fvd.Fuse;
 public static class Errno
 {
     public const int EPERM = 1, ENOTTY = 25, ENOENT = 2, EINTR = 4, EIO = 5, ENXIO = 6, EBADF = 9, EAGAIN = 11, EACCES = 13,
-        EBUSY = 16, ENODEV = 19, ENOTDIR = 20, EISDIR = 21, EINVAL = 22, EFBIG = 27, ENOSPC = 28, EROFS = 30,
+        EBUSY = 16, EEXIST = 17, E2BIG = 7, ERANGE = 34, ENODEV = 19, ENOTDIR = 20, EISDIR = 21, EINVAL = 22, EFBIG = 27, ENOSPC = 28, EROFS = 30,
         ENOSYS = 38, ENODATA = 61, EPROTO = 71, EOPNOTSUPP = 95;
 
     /// <summary>

@@ -26,7 +26,10 @@ public sealed partial class FuseDispatcher
         if (dir == RootId)
         {
             if (k < _nodes.Length) { name = _nodes[k].NameUtf8; ino = _nodes[k].NodeId; type = DT_REG; return true; }
-            if (k == _nodes.Length && _statusDirId != 0) { name = StatusDirName; ino = _statusDirId; return true; }
+            k -= _nodes.Length;
+            var parts = _partitionList;
+            if (k < parts.Length) { name = parts[k].NameUtf8; ino = parts[k].NodeId; type = DT_REG; return true; }
+            if (k == parts.Length && _statusDirId != 0) { name = StatusDirName; ino = _statusDirId; return true; }
             return false;
         }
         if (k < _status.Length) { name = _status[k].NameUtf8; ino = _status[k].NodeId; type = DT_REG; return true; }
@@ -37,6 +40,7 @@ public sealed partial class FuseDispatcher
     {
         if (body.Length < ReadInSize) return Error(reply, unique, Errno.EINVAL);
         if (!IsDir(nodeId)) return Error(reply, unique, Exists(nodeId) ? Errno.ENOTDIR : Errno.ENOENT);
+        if (nodeId == RootId) RefreshPartitions();
         long start = (long)U64(body, ReadIn.Offset);
         uint size = U32(body, ReadIn.Size);
         if (size > reply.Length - OutHeaderSize) return Error(reply, unique, Errno.EINVAL);
@@ -76,8 +80,7 @@ public sealed partial class FuseDispatcher
     {
         ulong i = nodeId - 2;
         if (nodeId >= 2 && i < (ulong)_nodes.Length) { node = _nodes[i]; return true; }
-        node = null!;
-        return false;
+        return FindPartition(nodeId, out node);
     }
 
     private bool FindStatus(ulong nodeId, out StatusNode node)

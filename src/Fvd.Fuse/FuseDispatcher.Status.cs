@@ -66,6 +66,7 @@ public sealed partial class FuseDispatcher
             w.WriteBoolean("read_only", _options.ReadOnly || node.Device.IsReadOnly);
             w.WriteBoolean("passthrough", WouldPassThrough(node));
             w.WriteBoolean("passthrough_active", Volatile.Read(ref node.BackingId) > 0);
+            WritePartitionStatus(w, node);
             if (node.StatusSource is { } src)
             {
                 try { src.WriteStatus(w); }

@@ -11,8 +11,8 @@ public sealed partial class FuseDispatcher
     {
         W64(e, EntryOut.NodeId, nodeId);
         W64(e, EntryOut.Generation, 1); // generation
-        // Status files change size with every snapshot: the kernel must ask again each time.
-        bool live = FindStatus(nodeId, out _);
+        // Status files change size with every snapshot, partitions with the table: the kernel must ask each time.
+        bool live = FindStatus(nodeId, out _) || IsPartitionId(nodeId);
         SplitTimeout(live ? TimeSpan.Zero : _options.EntryTimeout, out ulong es, out uint ens);
         SplitTimeout(live ? TimeSpan.Zero : _options.AttrTimeout, out ulong @as, out uint ans);
         W64(e, EntryOut.EntryValid, es);
@@ -24,7 +24,7 @@ public sealed partial class FuseDispatcher
 
     private void FillAttrOut(Span<byte> o, ulong nodeId)
     {
-        SplitTimeout(FindStatus(nodeId, out _) ? TimeSpan.Zero : _options.AttrTimeout, out ulong s, out uint ns);
+        SplitTimeout(FindStatus(nodeId, out _) || IsPartitionId(nodeId) ? TimeSpan.Zero : _options.AttrTimeout, out ulong s, out uint ns);
         W64(o, AttrOut.AttrValid, s);
         W32(o, AttrOut.AttrValidNsec, ns);
         W32(o, AttrOut.Dummy, 0);

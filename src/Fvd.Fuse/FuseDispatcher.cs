@@ -64,6 +64,7 @@ public sealed partial class FuseDispatcher
             string baseName = images[i].Name.EndsWith(".raw", StringComparison.Ordinal) ? images[i].Name[..^4] : images[i].Name;
             _status[i] = new StatusNode(_statusDirId + 1 + (ulong)i, Encoding.UTF8.GetBytes(baseName + ".json"), _nodes[i]);
         }
+        InitPartitions(fileMode);
     }
 
     /// <summary>
@@ -138,10 +139,10 @@ public sealed partial class FuseDispatcher
                 ACCESS => Access(nodeId, body, req, reply, unique),
                 FALLOCATE => Fallocate(nodeId, body, reply, unique),
                 LSEEK => Lseek(nodeId, body, reply, unique),
-                GETXATTR => Exists(nodeId) ? Error(reply, unique, Errno.ENODATA) : Error(reply, unique, Errno.ENOENT),
-                LISTXATTR => ListXattr(nodeId, body, reply, unique),
-                SETXATTR => Error(reply, unique, Errno.EOPNOTSUPP),
-                REMOVEXATTR => Error(reply, unique, Errno.ENODATA),
+                GETXATTR => GetXattr(nodeId, body, reply, unique, list: false),
+                LISTXATTR => GetXattr(nodeId, body, reply, unique, list: true),
+                SETXATTR => SetXattr(nodeId, body, reply, unique),
+                REMOVEXATTR => RemoveXattr(nodeId, body, reply, unique),
                 // The directory is fixed: the kernel passes "Operation not permitted" (or EROFS) to the caller.
                 MKNOD or MKDIR or UNLINK or RMDIR or RENAME or RENAME2 or LINK or SYMLINK or CREATE or TMPFILE
                     => Error(reply, unique, _options.ReadOnly ? Errno.EROFS : Errno.EPERM),
@@ -183,7 +184,7 @@ public sealed partial class FuseDispatcher
 
             ulong want = ASYNC_READ | BIG_WRITES | ASYNC_DIO | MAX_PAGES | PARALLEL_DIROPS | DO_READDIRPLUS
                          | HANDLE_KILLPRIV_V2 | INIT_EXT | DIRECT_IO_ALLOW_MMAP;
-            if (_options.Passthrough && _nodes.Any(n => n.PassthroughSource is not null)) want |= PASSTHROUGH;
+            if (_options.Passthrough && !_options.Partitions && _nodes.Any(n => n.PassthroughSource is not null)) want |= PASSTHROUGH;
             ulong flags = want & kernelFlags;
             _passthroughNegotiated = (flags & PASSTHROUGH) != 0;
             if ((want & PASSTHROUGH) != 0 && !_passthroughNegotiated)
@@ -224,8 +225,12 @@ public sealed partial class FuseDispatcher
         ulong found = 0;
         if (parent == RootId)
         {
+            RefreshPartitions();
             foreach (var n in _nodes)
                 if (name.SequenceEqual(n.NameUtf8)) { found = n.NodeId; break; }
+            if (found == 0)
+                foreach (var n in _partitionList)
+                    if (name.SequenceEqual(n.NameUtf8)) { found = n.NodeId; break; }
             if (found == 0 && _statusDirId != 0 && name.SequenceEqual(StatusDirName)) found = _statusDirId;
         }
         else if (parent == _statusDirId && _statusDirId != 0)
@@ -328,16 +333,6 @@ public sealed partial class FuseDispatcher
         return Ok(reply, unique, StatfsOutSize);
     }
 
-    private int ListXattr(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
-    {
-        if (body.Length < GetxattrInSize) return Error(reply, unique, Errno.EINVAL);
-        if (!Exists(nodeId)) return Error(reply, unique, Errno.ENOENT);
-        if (U32(body, GetxattrIn.Size) != 0) return Ok(reply, unique, 0); // an empty list
-        var o = reply.Slice(OutHeaderSize, GetxattrOutSize);
-        o.Clear(); // size needed: 0
-        return Ok(reply, unique, GetxattrOutSize);
-    }
-
     // ---- files ---------------------------------------------------------------------------------------------
 
     private int Open(ulong nodeId, ReadOnlySpan<byte> body, Span<byte> reply, ulong unique)
@@ -352,9 +347,9 @@ public sealed partial class FuseDispatcher
         var o = reply.Slice(OutHeaderSize, OpenOutSize);
         o.Clear();
         ulong fh = nodeId;
-        bool direct = _options.DirectIo || (flags & O_DIRECT) != 0;
+        bool direct = _options.DirectIo || _options.Partitions || (flags & O_DIRECT) != 0;
         int backingId = 0;
-        if (node.PassthroughSource is not null)
+        if (node.PassthroughSource is not null && !_options.Partitions)
         {
             // Decide and count under the lock: a page-cache open must never race with the switch.
             lock (node.PassthroughLock)
@@ -433,6 +428,7 @@ public sealed partial class FuseDispatcher
         {
             node.Device.Write(offset, body.Slice(WriteInSize, n));
             node.Touched(NowNs());
+            NoteWrite(node, offset, n);
             // O_DSYNC/O_SYNC opens, RWF_DSYNC/RWF_SYNC writes: with direct I/O the kernel sends no FSYNC after
             // them, only this flag, so the write and its metadata must be durable before the reply.
             if ((U32(body, WriteIn.Flags) & O_DSYNC) != 0) node.Device.Flush();
@@ -472,11 +468,11 @@ public sealed partial class FuseDispatcher
         switch (mode)
         {
             case FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE:
-                if (clamped > 0) { node.Device.Discard(offset, clamped); node.Touched(NowNs()); }
+                if (clamped > 0) { node.Device.Discard(offset, clamped); node.Touched(NowNs()); NoteWrite(node, offset, clamped); }
                 break;
             case FALLOC_ZERO_RANGE:
             case FALLOC_ZERO_RANGE | FALLOC_KEEP_SIZE:
-                if (clamped > 0) { node.Device.WriteZeroes(offset, clamped); node.Touched(NowNs()); }
+                if (clamped > 0) { node.Device.WriteZeroes(offset, clamped); node.Touched(NowNs()); NoteWrite(node, offset, clamped); }
                 break;
             case 0:
             case FALLOC_KEEP_SIZE:

@@ -38,6 +38,12 @@ public sealed class FuseOptions
     /// <summary>Show the read-only status directory ".fvd" with NAME.json per image in the mount root
     /// (fvdmount turns it on; off by default so a plain server shows only its images).</summary>
     public bool StatusDirectory { get; set; }
+    /// <summary>
+    /// Show each partition of an image with an MBR or GPT table as NAME-pN.raw beside it, following table changes.
+    /// Opens are then served with direct I/O and never passed through: a disk and its partitions alias each other's
+    /// bytes, and every write must reach the server to be seen by the other file and to notice table changes.
+    /// </summary>
+    public bool Partitions { get; set; }
 
     internal bool EffectiveDefaultPermissions => DefaultPermissions || AllowOther;
 }

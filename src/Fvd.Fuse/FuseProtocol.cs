@@ -31,6 +31,8 @@ internal static class FuseProtocol
     public const int StatfsOutSize = 80;
     public const int GetxattrInSize = 8;
     public const int GetxattrOutSize = 8;
+    /// <summary>fuse_setxattr_in without setxattr_flags: what the kernel sends unless FUSE_SETXATTR_EXT was agreed (we do not ask for it).</summary>
+    public const int SetxattrInCompatSize = 8;
     public const int AccessInSize = 8;
     public const int FsyncInSize = 16;
     public const int InterruptInSize = 8;
@@ -77,6 +79,8 @@ internal static class FuseProtocol
     }
     public static class AccessIn { public const int Mask = 0; }
     public static class GetxattrIn { public const int Size = 0; }
+    public static class GetxattrOut { public const int Size = 0; }
+    public static class SetxattrIn { public const int Size = 0, Flags = 4; }
     public static class Dirent { public const int Ino = 0, Off = 8, NameLen = 16, Type = 20; }
     public static class InterruptIn { public const int Unique = 0; }
 

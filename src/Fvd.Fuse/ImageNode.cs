@@ -52,6 +52,9 @@ internal sealed class ImageNode
     private long _mtimeNs;
     public object AttrLock => _attrLock;
 
+    /// <summary>Extended attributes set on this file, in memory for the life of the mount.</summary>
+    public XattrStore Xattrs { get; } = new();
+
     public IStatusSource? StatusSource { get; }
     public IPassthroughSource? PassthroughSource { get; }
     public IBackingLocality? Locality { get; }

@@ -68,6 +68,7 @@ public static class CommandLine
                 case "default_permissions": settings["DefaultPermissions"] = "true"; break;
                 case "debug": settings["Debug"] = "true"; settings["Foreground"] = "true"; break;
                 case "direct_io": settings["DirectIo"] = "true"; break;
+                case "partitions": settings["Partitions"] = "true"; break;
                 case "lazy_umount": settings["LazyUnmount"] = "true"; break;
                 case "uid": settings["Uid"] = Need(key, val); break;
                 case "gid": settings["Gid"] = Need(key, val); break;

@@ -19,6 +19,8 @@ public sealed class MountSettings
     public string Umask { get; set; } = "022";
     public int Threads { get; set; } = 4;
     public bool DirectIo { get; set; }
+    /// <summary>Show each partition of a disk as NAME-pN.raw (implies direct I/O, no passthrough).</summary>
+    public bool Partitions { get; set; }
     /// <summary>On a stop signal while busy, detach lazily instead of refusing to stop.</summary>
     public bool LazyUnmount { get; set; }
     /// <summary>on|off: copy-on-read for FVD images; unset = the image header's flag.</summary>
@@ -117,6 +119,7 @@ public sealed class MountSettings
             Debug = Debug,
             Threads = Threads,
             DirectIo = DirectIo,
+            Partitions = Partitions,
             LazyUnmount = LazyUnmount,
             Passthrough = Switch("passthrough", Passthrough),
             StatusDirectory = StatusDirectory,

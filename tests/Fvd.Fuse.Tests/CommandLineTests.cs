@@ -12,7 +12,7 @@ public sealed class CommandLineTests
     [Fact]
     public void Options_list_maps_to_settings()
     {
-        var s = Load(["-f", "-o", "ro,allow_other,uid=107,gid=108,umask=077,threads=8,direct_io,nosuid,x-systemd.automount", "a.fvd", "b.img", "/mnt/disks"]);
+        var s = Load(["-f", "-o", "ro,allow_other,uid=107,gid=108,umask=077,threads=8,direct_io,partitions,nosuid,x-systemd.automount", "a.fvd", "b.img", "/mnt/disks"]);
         Assert.True(s.Foreground);
         Assert.True(s.ReadOnly);
         Assert.Equal(["a.fvd", "b.img"], s.Images);
@@ -25,6 +25,8 @@ public sealed class CommandLineTests
         Assert.Equal(Convert.ToUInt32("077", 8), o.Umask);
         Assert.Equal(8, o.Threads);
         Assert.True(o.DirectIo);
+        Assert.True(o.Partitions);
+        Assert.False(Load(["x.img", "/m"]).ToFuseOptions().Partitions);
         Assert.False(o.Debug);
     }
 

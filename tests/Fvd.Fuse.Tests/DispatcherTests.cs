@@ -389,6 +389,159 @@ public sealed class DispatcherTests
         Assert.Equal(Errno.EINVAL, Call(d, SETATTR, 2, new byte[20]).Error);
     }
 
+    // ---- extended attributes (what libvirt's DAC/SELinux drivers do to a disk) ------------------------------
+
+    private static byte[] SetXattrBody(string name, byte[] value, uint flags = 0) =>
+        Body((uint)value.Length, flags, Encoding.UTF8.GetBytes(name + "\0"), value);
+
+    private static byte[] GetXattrBody(uint size, string name) => Body(size, 0u, Encoding.UTF8.GetBytes(name + "\0"));
+
+    [Fact]
+    public void Xattrs_set_get_list_remove_like_libvirts_remember_owner()
+    {
+        var d = NewDispatcher();
+        byte[] dac = "+0:+0"u8.ToArray(), refs = "1"u8.ToArray();
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.dac", dac)).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.ref_dac", refs)).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("user.note", [])).Error); // an empty value is a value
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("security.selinux", "system_u:object_r:svirt_image_t:s0\0"u8.ToArray())).Error);
+
+        // Size probe, then the value; a buffer one byte short is ERANGE.
+        var probe = Call(d, GETXATTR, 2, GetXattrBody(0, "trusted.libvirt.security.dac"));
+        Assert.Equal(0, probe.Error);
+        Assert.Equal((uint)dac.Length, U32(probe.Payload, 0));
+        Assert.Equal(dac, Call(d, GETXATTR, 2, GetXattrBody(64, "trusted.libvirt.security.dac")).Payload);
+        Assert.Equal(Errno.ERANGE, Call(d, GETXATTR, 2, GetXattrBody((uint)dac.Length - 1, "trusted.libvirt.security.dac")).Error);
+        Assert.Empty(Call(d, GETXATTR, 2, GetXattrBody(16, "user.note")).Payload);
+        Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(64, "trusted.other")).Error);
+
+        byte[] names = "trusted.libvirt.security.dac\0trusted.libvirt.security.ref_dac\0user.note\0security.selinux\0"u8.ToArray();
+        var listProbe = Call(d, LISTXATTR, 2, Body(0u, 0u));
+        Assert.Equal((uint)names.Length, U32(listProbe.Payload, 0));
+        Assert.Equal(names, Call(d, LISTXATTR, 2, Body(4096u, 0u)).Payload);
+        Assert.Equal(Errno.ERANGE, Call(d, LISTXATTR, 2, Body((uint)names.Length - 1, 0u)).Error);
+
+        // Restore: libvirt replaces the count, then removes both names.
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.ref_dac", "2"u8.ToArray(), XattrStore.XATTR_REPLACE)).Error);
+        Assert.Equal("2"u8.ToArray(), Call(d, GETXATTR, 2, GetXattrBody(8, "trusted.libvirt.security.ref_dac")).Payload);
+        Assert.Equal(0, Call(d, REMOVEXATTR, 2, Encoding.UTF8.GetBytes("trusted.libvirt.security.dac\0")).Error);
+        Assert.Equal(Errno.ENODATA, Call(d, REMOVEXATTR, 2, Encoding.UTF8.GetBytes("trusted.libvirt.security.dac\0")).Error);
+        Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(64, "trusted.libvirt.security.dac")).Error);
+        // The status directory and the root keep nothing.
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 1, SetXattrBody("user.x", dac)).Error);
+        Assert.Equal(0u, U32(Call(d, LISTXATTR, 1, Body(0u, 0u)).Payload, 0));
+    }
+
+    [Fact]
+    public void Xattr_create_and_replace_flags_namespaces_and_limits()
+    {
+        var d = NewDispatcher();
+        Assert.Equal(Errno.ENODATA, Call(d, SETXATTR, 2, SetXattrBody("user.a", [1], XattrStore.XATTR_REPLACE)).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("user.a", [1], XattrStore.XATTR_CREATE)).Error);
+        Assert.Equal(Errno.EEXIST, Call(d, SETXATTR, 2, SetXattrBody("user.a", [2], XattrStore.XATTR_CREATE)).Error);
+        Assert.Equal(new byte[] { 1 }, Call(d, GETXATTR, 2, GetXattrBody(8, "user.a")).Payload);
+        Assert.Equal(Errno.EINVAL, Call(d, SETXATTR, 2, SetXattrBody("user.a", [2], 4)).Error);
+        // POSIX ACLs and unknown namespaces are not kept.
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 2, SetXattrBody("system.posix_acl_access", [2])).Error);
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 2, SetXattrBody("user.", [2])).Error);
+        Assert.Equal(Errno.EOPNOTSUPP, Call(d, SETXATTR, 2, SetXattrBody("other.x", [2])).Error);
+        // A size field that disagrees with the bytes sent, a missing name: EINVAL.
+        Assert.Equal(Errno.EINVAL, Call(d, SETXATTR, 2, Body(5u, 0u, "user.b\0"u8.ToArray(), new byte[2])).Error);
+        Assert.Equal(Errno.EINVAL, Call(d, SETXATTR, 2, Body(0u, 0u)).Error);
+        Assert.Equal(Errno.EINVAL, Call(d, GETXATTR, 2, Body(0u, 0u, "user.nonul"u8.ToArray())).Error);
+
+        // Bounded: at most MaxCount names and MaxTotalBytes per file.
+        for (int i = 1; i < XattrStore.MaxCount; i++)
+            Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody($"user.n{i}", [1])).Error);
+        Assert.Equal(Errno.ENOSPC, Call(d, SETXATTR, 2, SetXattrBody("user.onemore", [1])).Error);
+        Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody("user.n1", [9])).Error); // replacing still works
+        for (int i = 1; i < 10; i++) Assert.Equal(0, Call(d, REMOVEXATTR, 2, Encoding.UTF8.GetBytes($"user.n{i}\0")).Error);
+        var big = new byte[XattrStore.MaxValueBytes];
+        for (int i = 0; i < 3; i++) Assert.Equal(0, Call(d, SETXATTR, 2, SetXattrBody($"user.big{i}", big)).Error);
+        Assert.Equal(Errno.ENOSPC, Call(d, SETXATTR, 2, SetXattrBody("user.big3", big)).Error);
+        Assert.Equal(Errno.E2BIG, Call(d, SETXATTR, 2, SetXattrBody("user.huge", new byte[XattrStore.MaxValueBytes + 1])).Error);
+        Assert.Equal(big.Length, Call(d, GETXATTR, 2, GetXattrBody(1 << 20, "user.big2")).Payload.Length);
+    }
+
+    [Fact]
+    public void Xattr_changes_are_refused_on_a_read_only_mount()
+    {
+        var d = NewDispatcher(new FuseOptions { ReadOnly = true });
+        Assert.Equal(Errno.EROFS, Call(d, SETXATTR, 2, SetXattrBody("trusted.libvirt.security.dac", [1])).Error);
+        Assert.Equal(Errno.EROFS, Call(d, REMOVEXATTR, 2, "user.a\0"u8.ToArray()).Error);
+        Assert.Equal(Errno.ENODATA, Call(d, GETXATTR, 2, GetXattrBody(8, "user.a")).Error);
+    }
+
+    // ---- -o partitions ------------------------------------------------------------------------------------
+
+    private static Fvd.Core.Partitions.MbrEntry Mbr(uint first, uint count) => new(0, 0x83, first, count);
+
+    private static byte[] MbrSector(params Fvd.Core.Partitions.MbrEntry[] entries)
+    {
+        var all = new Fvd.Core.Partitions.MbrEntry[4];
+        entries.CopyTo(all, 0);
+        var sector = new byte[512];
+        new Fvd.Core.Partitions.MasterBootRecord(all).WriteTo(sector);
+        return sector;
+    }
+
+    [Fact]
+    public void Partitions_appear_after_a_table_write_are_bounded_and_follow_table_changes()
+    {
+        var d = NewDispatcher(new FuseOptions { Partitions = true });
+        Assert.Equal(Errno.ENOENT, Call(d, LOOKUP, RootId, "disk-p1.raw\0"u8).Error);
+        // p1: 128 KiB at 128 KiB, p2: 128 KiB at 512 KiB; written through the disk like sfdisk does.
+        var table = MbrSector(Mbr(256, 256), Mbr(1024, 256));
+        Assert.Equal(0, Call(d, WRITE, 2, WriteBody(0, table)).Error);
+
+        var p1 = Call(d, LOOKUP, RootId, "disk-p1.raw\0"u8);
+        Assert.Equal(0, p1.Error);
+        ulong p1Id = U64(p1.Payload, 0);
+        Assert.Equal(0UL, U64(p1.Payload, 16));           // entry timeout 0: names follow the table
+        Assert.Equal(128UL * 1024, U64(p1.Payload, 40 + 8)); // attr.size
+        Assert.Equal([".", "..", "disk.raw", "disk-p1.raw", "disk-p2.raw"], Names(Call(d, READDIR, RootId, ReadBody(0, 4096)).Payload, plus: false));
+        ulong p2Id = U64(Call(d, LOOKUP, RootId, "disk-p2.raw\0"u8).Payload, 0);
+
+        // A write that reaches past the partition's end is short, one at its end is ENOSPC; the neighbour is untouched.
+        var data = Enumerable.Repeat((byte)0xAB, 200).ToArray();
+        var w = Call(d, WRITE, p1Id, WriteBody(128 * 1024 - 100, data));
+        Assert.Equal(0, w.Error);
+        Assert.Equal(100u, U32(w.Payload, 0));
+        Assert.Equal(Errno.ENOSPC, Call(d, WRITE, p1Id, WriteBody(128 * 1024, data)).Error);
+        Assert.Equal(0xAB, _dev.Bytes[256 * 1024 - 1]);
+        Assert.Equal(0, _dev.Bytes[256 * 1024]);
+        Assert.Equal(_dev.Bytes.AsSpan(256 * 1024 - 100, 100).ToArray(), Call(d, READ, p1Id, ReadBody(128 * 1024 - 100, 4096)).Payload);
+        // SEEK_DATA translated into the partition; FSYNC flushes the image.
+        var seek = Call(d, LSEEK, p1Id, Body(1UL, 0UL, SEEK_DATA, 0u));
+        Assert.Equal(0, seek.Error);
+        Assert.Equal(128UL * 1024 - 4096, U64(seek.Payload, 0));
+        Assert.Equal(Errno.ENXIO, Call(d, LSEEK, p2Id, Body(1UL, 0UL, SEEK_DATA, 0u)).Error);
+        int flushes = _dev.Flushes;
+        Assert.Equal(0, Call(d, FSYNC, p1Id, Body(1UL, 0u, 0u)).Error);
+        Assert.Equal(flushes + 1, _dev.Flushes);
+        // Punching a hole past the partition's end is clamped to it.
+        Assert.Equal(0, Call(d, FALLOCATE, p2Id, Body(1UL, 0L, 1L << 20, FALLOC_PUNCH_HOLE | FALLOC_KEEP_SIZE, 0u)).Error);
+
+        // The table changes through the disk: p1 moves, p2 goes away. Their nodes answer EIO from now on.
+        Assert.Equal(0, Call(d, WRITE, 2, WriteBody(0, MbrSector(Mbr(300, 100)))).Error);
+        Assert.Equal(Errno.ENOENT, Call(d, LOOKUP, RootId, "disk-p2.raw\0"u8).Error);
+        var moved = Call(d, LOOKUP, RootId, "disk-p1.raw\0"u8);
+        Assert.NotEqual(p1Id, U64(moved.Payload, 0));
+        Assert.Equal(100UL * 512, U64(moved.Payload, 40 + 8));
+        Assert.Equal(Errno.EIO, Call(d, READ, p2Id, ReadBody(0, 512)).Error);
+        Assert.Equal(Errno.EIO, Call(d, WRITE, p1Id, WriteBody(0, data)).Error);
+        Assert.Equal(0, _dev.Bytes[128 * 1024]); // the old p1's first byte was not written
+        Assert.Equal([".", "..", "disk.raw", "disk-p1.raw"], Names(Call(d, READDIR, RootId, ReadBody(0, 4096)).Payload, plus: false));
+    }
+
+    [Fact]
+    public void Partitions_turn_off_passthrough_and_page_cache_opens()
+    {
+        var d = NewDispatcher(new FuseOptions { Partitions = true });
+        var open = Call(d, OPEN, 2, Body(2u, 0u));
+        Assert.Equal(FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES, U32(open.Payload, 8));
+    }
+
     [Fact]
     public void Hot_path_requests_allocate_nothing()
     {
