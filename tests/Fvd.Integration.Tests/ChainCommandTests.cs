@@ -154,7 +154,15 @@ public sealed class ChainCommandTests : IDisposable
         Assert.Equal(1, r.Code);
         Assert.Contains("in use", r.Err);
         Assert.Single(r.ErrLines);
-        Assert.Equal(0, _h.Img("compare", _h.P("b.fvd"), _h.P("c.fvd")).Code is 1 ? 0 : 1); // b unchanged: c's writes not in it
+        Assert.Equal(1, _h.Img("compare", _h.P("b.fvd"), _h.P("c.fvd")).Code); // b unchanged: c's writes are not in it
+        // A sibling over b (as a mounted image would) holds b shared: committing c into b is refused too.
+        reader.Dispose();
+        Ok("create", "-q", "-b", "b.fvd", "-F", "fvd", _h.P("sibling.fvd"));
+        using var sibling = FvdImage.Open(_h.P("sibling.fvd"));
+        r = _h.Img("--no-wait", "commit", _h.P("c.fvd"));
+        Assert.Equal(1, r.Code);
+        Assert.Contains("in use", r.Err);
+        Assert.Equal(1, _h.Img("compare", _h.P("b.fvd"), _h.P("c.fvd")).Code);
     }
 
     [Fact]
