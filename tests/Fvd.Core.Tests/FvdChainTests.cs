@@ -110,6 +110,7 @@ public class FvdChainTests
     [InlineData("raw")]
     [InlineData("fvd")]
     [InlineData("qcow2")]
+    [InlineData("fvd-over-qcow2")]
     public void CopyOnReadAndPrefetchWorkOverEveryBackingFormat(string format)
     {
         using var dir = new TempDir();
@@ -120,11 +121,16 @@ public class FvdChainTests
             CreateOver(dir, "mid.fvd", "base.raw", "raw");
             backing = "mid.fvd";
         }
-        else if (format == "qcow2")
+        else if (format != "raw")
         {
             Qemu.Require();
             Qemu.Run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", dir.File("base.raw"), dir.File("base.qcow2"));
             backing = "base.qcow2";
+        }
+        if (format == "fvd-over-qcow2")
+        {
+            CreateOver(dir, "mid.fvd", "base.qcow2", "qcow2");
+            (backing, format) = ("mid.fvd", "fvd");
         }
         CreateOver(dir, "cor.fvd", backing, format, cor: true);
         using (var img = FvdImage.Open(dir.File("cor.fvd")))
