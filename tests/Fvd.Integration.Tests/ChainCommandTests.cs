@@ -112,6 +112,22 @@ public sealed class ChainCommandTests : IDisposable
     }
 
     [Fact]
+    public void Growing_never_shows_bytes_a_longer_data_file_held_past_the_old_end()
+    {
+        Ok("create", "-q", _h.P("g.fvd"), "1M");
+        using (var f = new FileStream(_h.P("g.data"), FileMode.Open)) // e.g. left by an earlier, larger disk
+        {
+            f.Position = Mi;
+            f.Write(Enumerable.Repeat((byte)0x77, Mi).ToArray());
+        }
+        Ok("resize", _h.P("g.fvd"), "2M");
+        using var img = FvdImage.Open(_h.P("g.fvd"), new FvdOpenOptions { ReadOnly = true });
+        var tail = new byte[Mi];
+        img.Read(Mi, tail);
+        Assert.True(tail.All(b => b == 0), "bytes past the old end reappeared after growing");
+    }
+
+    [Fact]
     public void Shrink_below_the_backing_region_shrinks_the_bitmap()
     {
         _h.MakeTemplate(_h.P("base.raw"), 4 * Mi, [0], []);

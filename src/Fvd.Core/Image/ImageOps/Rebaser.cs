@@ -3,6 +3,7 @@
 // they differ (or the block falls outside the new backing), the old content is written into the image and
 // flushed (data -> fdatasync -> bits -> fdatasync) before the new bitmap and header are written. Unsafe
 // mode (-u) only rewrites the reference: the caller vouches that the contents are equal.
+using Fvd.Core.Format;
 using Fvd.Core.Io;
 
 namespace Fvd.Core.Image.ImageOps;
@@ -64,30 +65,31 @@ public static class Rebaser
     private static void CopyDiffering(FvdImage img, IBlockDevice? next, long newBackingSize, long newBlocks, Action<long, long>? progress)
     {
         int bs = img.BlockSize;
-        var oldBuf = new byte[bs];
-        var newBuf = new byte[bs];
+        int chunk = Math.Max(bs, 1 << 20); // whole blocks, read in 1 MiB pieces
+        var oldBuf = new byte[chunk];
+        var newBuf = new byte[chunk];
         long end = img.BitmapEnd;
         progress?.Invoke(0, end);
         foreach (var m in img.Map(0, end).ToList())
         {
             if (m.Kind is MapKind.Data or MapKind.Zero) continue;
-            for (long p = m.Offset; p < m.Offset + m.Length;)
+            long start = m.Offset / bs * bs;
+            long stop = Math.Min(FvdHeader.AlignUp(m.Offset + m.Length, bs), end);
+            for (long p = start; p < stop;)
             {
-                long block = p / bs;
-                long blockEnd = Math.Min((block + 1) * bs, img.Length);
-                int n = (int)(blockEnd - block * bs);
-                long start = block * bs;
-                img.Read(start, oldBuf.AsSpan(0, n));
-                bool differs = block >= newBlocks;
-                if (!differs)
+                int n = (int)Math.Min(chunk, stop - p);
+                img.Read(p, oldBuf.AsSpan(0, n));
+                int inNew = (int)Math.Clamp(newBackingSize - p, 0, n);
+                if (inNew > 0) next!.Read(p, newBuf.AsSpan(0, inNew));
+                newBuf.AsSpan(inNew, n - inNew).Clear();
+                for (int off = 0; off < n; off += bs)
                 {
-                    int inNew = (int)Math.Clamp(newBackingSize - start, 0, n);
-                    next!.Read(start, newBuf.AsSpan(0, inNew));
-                    newBuf.AsSpan(inNew, n - inNew).Clear();
-                    differs = !oldBuf.AsSpan(0, n).SequenceEqual(newBuf.AsSpan(0, n));
+                    int len = Math.Min(bs, n - off);
+                    bool differs = (p + off) / bs >= newBlocks
+                        || !oldBuf.AsSpan(off, len).SequenceEqual(newBuf.AsSpan(off, len));
+                    if (differs) img.Write(p + off, oldBuf.AsSpan(off, len));
                 }
-                if (differs) img.Write(start, oldBuf.AsSpan(0, n));
-                p = blockEnd;
+                p += n;
                 progress?.Invoke(p, end);
             }
         }
