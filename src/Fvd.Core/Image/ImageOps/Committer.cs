@@ -3,6 +3,7 @@
 // explicit offline operation that man/fvd.5 allows. A backing smaller than the disk is grown first, as
 // qemu-img commit does. The backing is locked exclusively for the whole commit, so an image that reads it
 // (mounted: shared lock) makes the commit fail instead of changing under it.
+using Fvd.Core.Format;
 using Fvd.Core.Io;
 
 namespace Fvd.Core.Image.ImageOps;
@@ -31,6 +32,10 @@ public static class Committer
             backing = OpenForWrite(path, backingPath, h.BackingFormat, h.VirtualSize, o.LockWait);
             var chain = FvdImage.ChainFiles(backing).Skip(1);
             FileIdentity.RefuseAlias(path, "image", chain);
+            // Known before anything is written: the emptied image's header and bitmap.
+            var next = Metadata.With(h, h.VirtualSize, Math.Min(backing.Length, h.VirtualSize), h.BackingPath, h.BackingFormat);
+            if (h.InlineData && !o.KeepImage && FvdHeader.AlignUp(next.HeaderArea + next.BitmapLength, 4096) > h.DataOffset)
+                throw new FvdException(FvdErrorKind.UnsupportedFeature, "the grown backing needs a bitmap larger than this inline-data image has room for; convert it to a separate data file first", path);
 
             var buf = new byte[1 << 20];
             long total = h.VirtualSize, done = 0;
@@ -54,8 +59,6 @@ public static class Committer
             // The backing's data must be durable before any bit says the image no longer holds it.
             backing.Flush();
             if (o.KeepImage) return;
-            long backingSize = Math.Min(backing.Length, h.VirtualSize);
-            var next = Metadata.With(h, h.VirtualSize, backingSize, h.BackingPath, h.BackingFormat);
             img.ReplaceMetadataAndClose(next, Metadata.Bits(next.BitmapBlocks, _ => false), discardData: true);
         }
         finally
