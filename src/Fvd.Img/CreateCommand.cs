@@ -9,11 +9,11 @@ namespace Fvd.Img;
 internal sealed class CreateCommand(Cli cli) : ImgCommand(cli)
 {
     protected override string Name => "create";
-    protected override string Description => "Create an FVD image, optionally over a raw or qcow2 backing (template) image.";
+    protected override string Description => "Create an FVD image, optionally over a raw, qcow2 or fvd backing (template) image.";
 
     private readonly Option<string?> _format = CommonOptions.Format("Image format to create (only fvd)");
     private readonly Option<string?> _backing = new("-b", "--backing") { Description = "Backing (template) image; relative paths resolve against the new image's directory", HelpName = "BACKING" };
-    private readonly Option<string?> _backingFormat = new("-F", "--backing-format") { Description = "Format of the backing image (required with -b): raw or qcow2", HelpName = "FMT" };
+    private readonly Option<string?> _backingFormat = new("-F", "--backing-format") { Description = "Format of the backing image (required with -b): raw, qcow2 or fvd", HelpName = "FMT" };
     private readonly Option<string[]> _options = new("-o", "--options") { Description = "Comma-separated key=value options; -o help lists them", HelpName = "OPTS" };
     private readonly Option<bool> _progress = CommonOptions.Progress();
     private readonly Option<bool> _quiet = new("-q", "--quiet") { Description = "Do not print the 'Formatting' line" };
@@ -48,11 +48,11 @@ internal sealed class CreateCommand(Cli cli) : ImgCommand(cli)
         string? sizeText = p.GetValue(_size);
 
         if (backing is not null && backingFormat is null)
-            throw new UsageException("backing format not given: specify -F raw or -F qcow2 (formats are never probed)");
+            throw new UsageException("backing format not given: specify -F raw, qcow2 or fvd (formats are never probed)");
         if (backing is null && backingFormat is not null)
             throw new UsageException("-F needs a backing image (-b)");
-        if (backingFormat is not null and not ("raw" or "qcow2"))
-            throw new UsageException($"backing format '{backingFormat}' is not supported (raw or qcow2)");
+        if (backingFormat is not null and not ("raw" or "qcow2" or "fvd"))
+            throw new UsageException($"backing format '{backingFormat}' is not supported (raw, qcow2 or fvd)");
 
         long backingLength = 0;
         if (backing is not null)

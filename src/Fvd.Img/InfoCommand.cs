@@ -2,6 +2,7 @@
 // A qcow2 file (found by magic) gets a short summary of its header instead.
 using System.CommandLine;
 using System.Text.Json;
+using Fvd.Core;
 using Fvd.Core.Format;
 using Fvd.Core.Image;
 using Fvd.Core.Io;
@@ -17,17 +18,104 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
 
     protected override bool AcceptsQcow2 => true;
 
+    private readonly Option<bool> _chain = new("--backing-chain") { Description = "Show every image of the backing chain, top first" };
+    private bool _wholeChain;
+
+    protected override void Configure(Command c)
+    {
+        base.Configure(c);
+        c.Options.Add(_chain);
+    }
+
+    protected override int Execute(ParseResult p)
+    {
+        _wholeChain = p.GetValue(_chain);
+        return base.Execute(p);
+    }
+
     protected override int Inspect(string path, bool json)
     {
-        if (File.Exists(path) && Converter.DetectFormat(path) == "qcow2")
+        if (!_wholeChain)
         {
-            WriteQcow2(path, json);
+            string fmt = File.Exists(path) ? Converter.DetectFormat(path) : "fvd";
+            Cli.Out.WriteLine(fmt == "qcow2" ? Qcow2Text(path, json) : FvdText(path, json).Text);
             return ExitCode.Ok;
         }
-        var info = ImageInfo.Read(path);
-        if (json) WriteJson(info);
-        else WriteHuman(info);
+        // As qemu-img info --backing-chain: human blocks separated by a blank line, JSON as one list.
+        var parts = new List<string>();
+        var seen = new HashSet<string>();
+        string? next = path;
+        string format = File.Exists(path) && Converter.DetectFormat(path) == "qcow2" ? "qcow2" : "fvd";
+        while (next is not null)
+        {
+            string id = FileIdentity.Of(next)?.ToString() ?? next;
+            if (!seen.Add(id)) throw new FvdException(FvdErrorKind.InvalidFormat, "backing chain loops back to this file", next);
+            string? below = null, belowFormat = null;
+            switch (format)
+            {
+                case "fvd":
+                    var (text, info) = FvdText(next, json);
+                    parts.Add(text);
+                    (below, belowFormat) = (info.BackingFullPath, info.BackingFormat);
+                    break;
+                case "qcow2":
+                    parts.Add(Qcow2Text(next, json));
+                    Qcow2Header h;
+                    using (var f = FileDevice.Open(next, readOnly: true)) h = Qcow2Device.ReadHeader(f, next);
+                    if (h.BackingFile is not null) (below, belowFormat) = (FvdImage.ResolveRelative(next, h.BackingFile), h.BackingFormat ?? "raw");
+                    break;
+                default:
+                    parts.Add(RawText(next, json));
+                    break;
+            }
+            (next, format) = (below, belowFormat ?? "raw");
+        }
+        Cli.Out.WriteLine(json ? "[" + string.Join(",\n", parts) + "]" : string.Join("\n\n", parts));
         return ExitCode.Ok;
+    }
+
+    /// <summary>A raw backing as qemu-img info shows one: its size and the space it takes.</summary>
+    private static string RawText(string path, bool json)
+    {
+        long size, disk = 0;
+        if (HttpRangeDevice.IsUrl(path))
+        {
+            using var d = HttpRangeDevice.Open(path);
+            size = d.Length;
+        }
+        else
+        {
+            using var d = FileDevice.Open(path, readOnly: true);
+            size = d.Length;
+            disk = ImageInfo.AllocatedBytes(path);
+        }
+        if (!json)
+            return $"image: {path}\nfile format: raw\nvirtual size: {Sizes.Human(size)} ({size} bytes)\ndisk size: {Sizes.Human(disk)}";
+        return Json(w =>
+        {
+            w.WriteStartObject();
+            w.WriteNumber("virtual-size", size);
+            w.WriteString("filename", path);
+            w.WriteString("format", "raw");
+            w.WriteNumber("actual-size", disk);
+            w.WriteEndObject();
+        });
+    }
+
+    private static string Json(Action<Utf8JsonWriter> write)
+    {
+        using var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true })) write(w);
+        return System.Text.Encoding.UTF8.GetString(ms.ToArray());
+    }
+
+    private (string Text, ImageInfo Info) FvdText(string path, bool json)
+    {
+        var info = ImageInfo.Read(path);
+        var sw = new StringWriter();
+        if (json) WriteJson(info, sw);
+        else WriteHuman(info, sw);
+        return (sw.ToString().TrimEnd('\n'), info);
     }
 
     private static string OnOff(bool b) => b ? "on" : "off";
@@ -40,9 +128,8 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
         return l.Count == 0 ? $"none (0x{bits:x})" : $"{string.Join(", ", l)} (0x{bits:x})";
     }
 
-    private void WriteHuman(ImageInfo i)
+    private static void WriteHuman(ImageInfo i, TextWriter o)
     {
-        var o = Cli.Out;
         var h = i.Header;
         o.WriteLine($"image: {i.Filename}");
         o.WriteLine("file format: fvd");
@@ -86,7 +173,7 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
         }
     }
 
-    private void WriteJson(ImageInfo i)
+    private static void WriteJson(ImageInfo i, TextWriter o)
     {
         var h = i.Header;
         using var ms = new MemoryStream();
@@ -158,18 +245,18 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
             }
             w.WriteEndObject();
         }
-        Cli.Out.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+        o.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
     }
 
     /// <summary>A qcow2 file (a template or a convert source): its header only, as qemu-img info names the fields.</summary>
-    private void WriteQcow2(string path, bool json)
+    private static string Qcow2Text(string path, bool json)
     {
         Qcow2Header h;
         using (var f = FileDevice.Open(path, readOnly: true)) h = Qcow2Device.ReadHeader(f, path);
         string compression = h.Compression.ToString().ToLowerInvariant();
         if (!json)
         {
-            var o = Cli.Out;
+            var o = new StringWriter();
             o.WriteLine($"image: {path}");
             o.WriteLine("file format: qcow2");
             o.WriteLine($"virtual size: {Sizes.Human((long)h.Size)} ({h.Size} bytes)");
@@ -183,10 +270,9 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
             o.WriteLine($"    version: {h.Version}");
             o.WriteLine($"    compression type: {compression}");
             o.WriteLine($"    extended l2: {(h.ExtendedL2 ? "true" : "false")}");
-            return;
+            return o.ToString().TrimEnd('\n');
         }
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        return Json(w =>
         {
             w.WriteStartObject();
             w.WriteNumber("virtual-size", h.Size);
@@ -207,8 +293,7 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
             w.WriteEndObject();
             w.WriteEndObject();
             w.WriteEndObject();
-        }
-        Cli.Out.WriteLine(System.Text.Encoding.UTF8.GetString(ms.ToArray()));
+        });
     }
 
     private static void WriteFeatures(Utf8JsonWriter w, string name, ulong bits, IReadOnlyDictionary<ulong, string> names)

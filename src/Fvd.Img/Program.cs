@@ -22,7 +22,7 @@ public static class Program
             Description = "Print stack traces on errors (also FVD_DEBUG=1)",
             Recursive = true,
         };
-        var root = new RootCommand("fvd-img: create, inspect, check, map and convert FVD disk images.")
+        var root = new RootCommand("fvd-img: create, inspect, check, map, convert, resize, rebase, commit and compare FVD disk images.")
         {
             new CreateCommand(cli).Build(),
             new InfoCommand(cli).Build(),
@@ -32,10 +32,14 @@ public static class Program
             new PrefetchCommand(cli).Build(),
             new DetachCommand(cli).Build(),
             new ProfileCommand(cli).Build(),
+            new ResizeCommand(cli).Build(),
+            new RebaseCommand(cli).Build(),
+            new CommitCommand(cli).Build(),
+            new CompareCommand(cli).Build(),
         };
         root.Options.Add(debugOption);
         root.Options.Add(cli.NoWait);
-        root.SetAction(_ => cli.Usage(null, "missing command (create, info, check, map, convert, prefetch, detach or profile)"));
+        root.SetAction(_ => cli.Usage(null, "missing command (create, info, check, map, convert, prefetch, detach, profile, resize, rebase, commit or compare)"));
 
         return cli.Guard("", () =>
         {

@@ -556,7 +556,7 @@ public class HostileHeaderTests
     {
         using var h = new HostileImage();
         h.SetString(512, 16, "vmdk"u8.ToArray());
-        h.ExpectFailure(FvdErrorKind.UnsupportedFeature, "vmdk", "raw or qcow2");
+        h.ExpectFailure(FvdErrorKind.UnsupportedFeature, "vmdk", "raw, qcow2 or fvd");
         // The recorded format is used, never probed: a raw file named as qcow2 is no qcow2.
         h.SetString(512, 16, "qcow2"u8.ToArray());
         h.ExpectFailure(FvdErrorKind.InvalidFormat, "not a qcow2 image");

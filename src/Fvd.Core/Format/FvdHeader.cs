@@ -59,7 +59,7 @@ public sealed record FvdHeader
     public static ReadOnlySpan<byte> Magic => "FVDIMG\r\n"u8;
 
     /// <summary>The backing_format values a reader accepts.</summary>
-    public static readonly string[] BackingFormats = ["raw", "qcow2"];
+    public static readonly string[] BackingFormats = ["raw", "qcow2", "fvd"];
 
     internal static class Offsets
     {
@@ -270,7 +270,7 @@ public sealed record FvdHeader
         if (BackingSize == 0 && (BackingPath.Length != 0 || BitmapLength != 0))
             throw Bad(path, "backing path or bitmap present but backing size is 0");
         if (BackingFormat.Length > 0 && !BackingFormats.Contains(BackingFormat))
-            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{BackingFormat}' is not supported (raw or qcow2)", path);
+            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{BackingFormat}' is not supported (raw, qcow2 or fvd)", path);
         if (LooksLikeProtocol(BackingPath))
             throw Bad(path, $"backing path '{BackingPath}' looks like a protocol prefix; only plain paths are accepted");
         long expectBitmap = CeilDiv(BitmapBlocks, 8);

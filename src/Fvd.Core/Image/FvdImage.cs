@@ -95,7 +95,7 @@ public sealed partial class FvdImage : IBlockDevice
         if (o.VirtualSize <= 0 || vsize > FvdHeader.MaxVirtualSize)
             throw new FvdException(FvdErrorKind.InvalidArgument, $"virtual size {o.VirtualSize} must be between 1 byte and 64 TiB", path);
         if (o.BackingFile is not null && !FvdHeader.BackingFormats.Contains(o.BackingFormat))
-            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{o.BackingFormat}' is not supported (raw or qcow2)", path);
+            throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{o.BackingFormat}' is not supported (raw, qcow2 or fvd)", path);
         if (!o.Overwrite && File.Exists(path))
             throw new FvdException(FvdErrorKind.InvalidArgument, "file exists (use a new name)", path);
 
@@ -148,12 +148,10 @@ public sealed partial class FvdImage : IBlockDevice
             var bitmap = new Bitmap(blocks);
             if (backing is not null && (o.ZeroAware ?? !remote)) MarkZeroBlocks(backing, backingSize, bs, bitmap, o.Progress);
 
-            // A qcow2 backing reads more files than its own: none of them may be written either.
-            if (backing is Qcow2Device chain)
-            {
-                FileIdentity.RefuseAlias(path, "image", chain.Files);
-                if (!o.InlineData) FileIdentity.RefuseAlias(dataPath, "data file", chain.Files);
-            }
+            // A qcow2 or FVD backing reads more files than its own: none of them may be written either.
+            var chainFiles = ChainFiles(backing);
+            FileIdentity.RefuseAlias(path, "image", chainFiles);
+            if (!o.InlineData) FileIdentity.RefuseAlias(dataPath, "data file", chainFiles);
             using var meta = FileDevice.Create(path, o.InlineData ? metaEnd + vsize : metaEnd, o.Overwrite);
             bool dataCreated = false;
             try
@@ -203,7 +201,7 @@ public sealed partial class FvdImage : IBlockDevice
                 long endBlock = e.End >= backingSize ? bitmap.Blocks : e.End / bs;
                 if (endBlock > first) bitmap.SetRange(first, endBlock - first);
             }
-            else if (backing is not Qcow2Device) // a qcow2's tables already say what is zero; its data is not read
+            else if (backing is not (Qcow2Device or FvdImage)) // their maps already say what is zero; their data is not read
             {
                 long start = e.Offset / bs * bs;
                 long end = Math.Min(FvdHeader.AlignUp(e.End, bs), backingSize);
@@ -240,7 +238,24 @@ public sealed partial class FvdImage : IBlockDevice
     {
         "raw" => OpenBacking(resolved, o),
         "qcow2" => Qcow2Device.Open(resolved, r => OpenBacking(r, o)),
-        _ => throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{format}' is not supported (raw or qcow2)", resolved),
+        // An FVD template: read-only and shared-locked like any backing, its own chain opened the same way.
+        "fvd" => OpenFvdBacking(resolved, o),
+        _ => throw new FvdException(FvdErrorKind.UnsupportedFeature, $"backing format '{format}' is not supported (raw, qcow2 or fvd)", resolved),
+    };
+
+    private static FvdImage OpenFvdBacking(string resolved, FvdOpenOptions o)
+    {
+        if (HttpRangeDevice.IsUrl(resolved))
+            throw new FvdException(FvdErrorKind.UnsupportedFeature, "an fvd backing must be a local file", resolved);
+        return Open(resolved, o with { ReadOnly = true, SkipBacking = false });
+    }
+
+    /// <summary>The files a backing device reads besides the one it was opened from (qcow2 or FVD chains).</summary>
+    internal static IReadOnlyList<(string Path, string Role)> ChainFiles(IBlockDevice? backing) => backing switch
+    {
+        Qcow2Device q => q.Files,
+        FvdImage f => f.Files,
+        _ => [],
     };
 
     private static IBlockDevice OpenBacking(string resolved, FvdOpenOptions o)
@@ -279,6 +294,10 @@ public sealed partial class FvdImage : IBlockDevice
         IBlockDevice? data = null, backing = null;
         try
         {
+            // Checked before the lock: the image at the top of a loop holds its own lock exclusively.
+            var self = meta.Identity;
+            if (o.ChainAbove.Contains(self))
+                throw new FvdException(FvdErrorKind.InvalidFormat, "backing chain loops back to this image", path);
             if (!o.NoLock) meta.Lock(exclusive: !o.ReadOnly, o.LockWait);
             var header = ReadHeader(meta, path).Header;
             if (!header.InlineData)
@@ -304,7 +323,7 @@ public sealed partial class FvdImage : IBlockDevice
                 backingPath = ResolveRelative(path, header.BackingPath);
                 try
                 {
-                    backing = OpenBacking(backingPath, header.BackingFormat, o);
+                    if (!o.SkipBacking) backing = OpenBacking(backingPath, header.BackingFormat, o with { ChainAbove = [.. o.ChainAbove, self] });
                 }
                 catch (FvdException) when (o.AllowMissingBacking)
                 {
@@ -352,7 +371,7 @@ public sealed partial class FvdImage : IBlockDevice
             var files = new List<(string, string)> { (Path, "input image") };
             if (!Header.InlineData) files.Add((DataPath, "input image's data file"));
             if (BackingPath is not null) files.Add((BackingPath, "input image's backing file"));
-            if (_backing.Device is Qcow2Device chain) files.AddRange(chain.Files.Skip(1));
+            files.AddRange(ChainFiles(_backing.Device).Skip(1));
             return files;
         }
     }

@@ -9,7 +9,7 @@ public sealed record FvdCreateOptions
     public required long VirtualSize { get; init; }
     /// <summary>Backing (template) path as given; stored as given, resolved against the image's directory.</summary>
     public string? BackingFile { get; init; }
-    /// <summary>Explicit backing format; never probed. Only "raw" for now.</summary>
+    /// <summary>Explicit backing format ("raw", "qcow2" or "fvd"); never probed.</summary>
     public string BackingFormat { get; init; } = "raw";
     /// <summary>Block size in bytes; 0 = smallest power of two >= 4 KiB that keeps the bitmap at most 4 MiB.</summary>
     public int BlockSize { get; init; }
@@ -46,6 +46,10 @@ public sealed record FvdOpenOptions
     /// LockWait.None never waits.
     /// </summary>
     public LockWait LockWait { get; init; } = LockWait.Default;
+    /// <summary>The FVD images above this one in a backing chain (by device and inode): meeting one again is a loop.</summary>
+    internal IReadOnlyList<FileIdentity> ChainAbove { get; init; } = [];
+    /// <summary>Do not open the backing (commit writes it itself, under an exclusive lock).</summary>
+    internal bool SkipBacking { get; init; }
 }
 
 /// <summary>What a range of the virtual disk maps to (fvd-img map).</summary>

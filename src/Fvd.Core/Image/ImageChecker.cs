@@ -208,8 +208,8 @@ public static class ImageChecker
             {
                 try
                 {
-                    // A qcow2 backing is measured by its virtual size, not its file size.
-                    using var b = h.BackingFormat == "qcow2" ? FvdImage.OpenBacking(bpath, "qcow2", new FvdOpenOptions())
+                    // A qcow2 or fvd backing is measured by its virtual size, not its file size.
+                    using var b = h.BackingFormat != "raw" ? FvdImage.OpenBacking(bpath, h.BackingFormat, new FvdOpenOptions { NoLock = true })
                         : FileDevice.Open(bpath, readOnly: true);
                     if (b.Length < h.BackingSize)
                         r.Add(CheckSeverity.Error, $"backing file {bpath} is {b.Length} bytes, smaller than the {h.BackingSize} bytes the image was created over");

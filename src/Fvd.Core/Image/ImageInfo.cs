@@ -49,8 +49,8 @@ public sealed record ImageInfo
         {
             try
             {
-                // A qcow2's file size is not the size of the disk it holds.
-                if (h.BackingFormat == "qcow2") backingActual = img.BackingDevice?.Length;
+                // A qcow2's or fvd's file size is not the size of the disk it holds.
+                if (h.BackingFormat != "raw") backingActual = img.BackingDevice?.Length;
                 else if (File.Exists(backingFull)) backingActual = new FileInfo(backingFull).Length;
             }
             catch (IOException) { }

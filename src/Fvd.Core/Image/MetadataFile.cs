@@ -59,6 +59,18 @@ internal sealed class MetadataFile : IDisposable
         }
     }
 
+    /// <summary>Offline replacements (fvd-img resize, rebase, commit) hold this while they change regions.</summary>
+    public object Gate => _lock;
+
+    /// <summary>fdatasync of a file of this image with the failed-sync rule (offline replacements).</summary>
+    public void SyncFile(IBlockDevice dev, string what) => Sync(dev, what);
+
+    /// <summary>Writes h as the current header (an offline replacement of the whole header).</summary>
+    public void ReplaceHeader(FvdHeader h)
+    {
+        lock (_lock) WriteHeader(h);
+    }
+
     private void WriteHeader(FvdHeader h)
     {
         ThrowIfSyncFailed();
