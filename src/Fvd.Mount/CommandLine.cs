@@ -79,6 +79,7 @@ public static class CommandLine
                 case "prefetch_min_read": settings["PrefetchMinRead"] = Need(key, val); break;
                 case "record_profile": settings["RecordProfile"] = Need(key, val); break;
                 case "passthrough": settings["Passthrough"] = val ?? "on"; break;
+                case "clone_fd": settings["CloneFd"] = val ?? "on"; break;
                 default:
                     if (Ignored.Contains(key) || key.StartsWith("x-", StringComparison.Ordinal) || key == "comment") break;
                     throw new UsageException($"unknown mount option '{raw}'");

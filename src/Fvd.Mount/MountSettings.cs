@@ -33,6 +33,8 @@ public sealed class MountSettings
     public string? RecordProfile { get; set; }
     /// <summary>on|off: FUSE passthrough for FVD images whose data file is the whole disk.</summary>
     public string Passthrough { get; set; } = "on";
+    /// <summary>on|off: one /dev/fuse descriptor per request thread (FUSE_DEV_IOC_CLONE).</summary>
+    public string CloneFd { get; set; } = "on";
     /// <summary>Show .fvd/NAME.json status files in the mount root.</summary>
     public bool StatusDirectory { get; set; } = true;
 
@@ -113,6 +115,7 @@ public sealed class MountSettings
             LazyUnmount = LazyUnmount,
             Passthrough = Switch("passthrough", Passthrough),
             StatusDirectory = StatusDirectory,
+            CloneFd = Switch("clone_fd", CloneFd),
         };
     }
 }
