@@ -110,7 +110,7 @@ log "template: $((T / MiB)) MiB of random data; virtual disks $((V / MiB)) MiB"
 head -c "$T" /dev/urandom > "$W/tpl.raw"
 
 # ---------------------------------------------------------------- image sets and daemons
-declare -A DEV PID_OF IMGFILES
+declare -A DEV PID_OF IMGFILES IO_PID_OF   # IO_PID_OF: the process that reads the image files, if not PID_OF
 wait_fuse() { # mountpoint pid
     for _ in $(seq 200); do
         grep -q " $1 fuse" /proc/mounts && return 0
@@ -148,7 +148,7 @@ start_nbd() { # view qcow2 mountdir
     local view=$1 img=$2 mnt=$3 sock=$3.sock
     mkdir -p "$mnt"
     qemu-nbd -k "$sock" -f qcow2 --cache=writeback --aio=threads -t "$img" > "$RAW/$view.qemu-nbd.log" 2>&1 &
-    PIDS+=("$!")
+    PIDS+=("$!"); IO_PID_OF[$view]=$!
     for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
     nbdfuse "$mnt/nbd.raw" --unix "$sock" > "$RAW/$view.daemon.log" 2>&1 &
     local pid=$!
@@ -313,7 +313,7 @@ locality() {
         sync; echo 3 > /proc/sys/vm/drop_caches
         st=""
         if [[ $view != host ]]; then
-            strace -f -y -s 0 -e trace=pread64,preadv,preadv2,read -o "$RAW/loc.$view.log" -p "${PID_OF[$view]}" 2> /dev/null &
+            strace -f -y -s 0 -e trace=pread64,preadv,preadv2,read -o "$RAW/loc.$view.log" -p "${IO_PID_OF[$view]:-${PID_OF[$view]}}" 2> /dev/null &
             st=$!; sleep 1
         fi
         fio --name=seqread --filename="${DEV[$view]}" --rw=read --bs=1m --direct=1 --ioengine=psync --offset=$((64 * MiB)) \

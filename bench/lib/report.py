@@ -21,7 +21,8 @@ def plot_cmd(datafile, views):
 
 def load(p):
     try:
-        return json.load(open(p))
+        text = open(p, errors="replace").read()
+        return json.loads(text[text.find("{"):])  # fio may print a warning line before its JSON
     except (OSError, ValueError):
         return None
 
@@ -120,7 +121,8 @@ for p in glob.glob(os.path.join(raw, "loc.*.read.json")):
         locality[view] = {"seq_read_mbs": j["jobs"][0]["read"]["bw_bytes"] / 1e6,
                           "first_write_mbs": w and w["jobs"][0]["write"]["bw_bytes"] / 1e6,
                           "data_reads": tr and tr["per_1000"]["reads"] * tr["guest_first_writes"] / 1000,
-                          "mean_seek_by_file_size": tr and tr["mean_seek_by_file_size"]}
+                          # no offsets in the log (lseek + read, as xmount's stdio does): no seek distance
+                          "mean_seek_by_file_size": tr and (tr["mean_seek_by_file_size"] if tr["accesses"] else None)}
 counters = []
 try:
     counters = [json.loads(line) for line in open(os.path.join(raw, "counters.jsonl"))]

@@ -34,7 +34,7 @@ public sealed class MountSettings
     /// <summary>on|off: FUSE passthrough for FVD images whose data file is the whole disk.</summary>
     public string Passthrough { get; set; } = "on";
     /// <summary>on|off: one /dev/fuse descriptor per request thread (FUSE_DEV_IOC_CLONE).</summary>
-    public string CloneFd { get; set; } = "on";
+    public string CloneFd { get; set; } = "off";
     /// <summary>Show .fvd/NAME.json status files in the mount root.</summary>
     public bool StatusDirectory { get; set; } = true;
 

@@ -106,7 +106,7 @@ public sealed class StatusFileTests : IDisposable
     [Fact]
     public void Status_file_counts_requests_per_class_over_cloned_descriptors()
     {
-        Mount("prefetch=off,cor=off,threads=4");
+        Mount("prefetch=off,cor=off,threads=4,clone_fd=on");
         var s0 = Status();
         Assert.Equal("dev", s0.GetProperty("transport").GetString());
         Assert.Equal(4, s0.GetProperty("fuse_fds").GetInt32()); // one per request thread
@@ -130,9 +130,9 @@ public sealed class StatusFileTests : IDisposable
     }
 
     [Fact]
-    public void Clone_fd_off_serves_every_thread_from_one_descriptor()
+    public void By_default_every_thread_reads_one_shared_descriptor()
     {
-        Mount("prefetch=off,cor=off,threads=4,clone_fd=off");
+        Mount("prefetch=off,cor=off,threads=4");
         Assert.Equal(1, Status().GetProperty("fuse_fds").GetInt32());
         var pattern = Kernel.Pattern(8192, 15);
         string pat = Path.Combine(_dir, "p");
