@@ -95,7 +95,7 @@ FVD_OPTS=${FVD_OPTS:-passthrough=off}
 log "FVD server: $SERVER"
 
 rm -rf "$W"; mkdir -p "$W" "$RAW"
-rm -f "$RAW"/*.json "$RAW"/*.log
+rm -f "$RAW"/*.json "$RAW"/*.jsonl "$RAW"/*.log "$RAW"/*.err "$RAW"/*.gz
 cat > "$RAW/meta.json" <<EOF
 {"mode": "$MODE", "date": "$(date -u +%FT%TZ)", "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)",
  "kernel": "$(uname -r)", "cpus": $(nproc), "template_bytes": $T, "virtual_bytes": $V,

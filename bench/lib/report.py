@@ -129,9 +129,9 @@ try:
 except OSError:
     pass
 overhead = {}
-for v in ("fvd", "fvd-nb"):
-    b = next((c for c in counters if c["view"] == v and c["at"] == "before"), None)
-    a = next((c for c in counters if c["view"] == v and c["at"] == "after"), None)
+for v in ("fvd-nb",):
+    b = next((c for c in reversed(counters) if c["view"] == v and c["at"] == "before"), None)
+    a = next((c for c in reversed(counters) if c["view"] == v and c["at"] == "after"), None)
     if a and b and a.get("requests"):
         d = {}
         for cls in ("read", "write"):
