@@ -176,11 +176,6 @@ tq, tf = tb.get("qsd-qcow2"), tb.get("fvd")
 target("I/O count per first write (backed, 4K QD1): FVD / qsd-qcow2", ratio(tf and tf["per_1000"]["total"], tq and tq["per_1000"]["total"]), 0.6, "<=")
 tpm = trace.get("postmark", {})
 pq, pf = tpm.get("qsd-qcow2"), tpm.get("fvd")
-target("Mean seek distance during PostMark (Fig. 7), delta / file size: FVD / qsd-qcow2", ratio(pf and pf["mean_seek_by_file_size_switch_as_1"], pq and pq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=",
-       "image files only (template = remote, as in the paper); a move between FVD's metadata and data file counts as 1")
-target("Mean seek distance during PostMark, delta / virtual size: FVD / qsd-qcow2", ratio(pf and pf["mean_seek_switch_as_1"], pq and pq["mean_seek_switch_as_1"]), 0.2, "<=",
-       "as the paper's fixed partition: a qcow2 spans only what it allocated")
-target("Mean seek distance, 1,000 backed 4K first writes, delta / file size: FVD / qsd-qcow2", ratio(tf and tf["mean_seek_by_file_size_switch_as_1"], tq and tq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=")
 target("I/O count during PostMark, per file created: FVD / qsd-qcow2", ratio(pf and pf["per_1000"]["total"], pq and pq["per_1000"]["total"]), 0.6, "<=")
 if foot:
     target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 KiB header + bitmap ({foot.get('fvd_info', '')})")
