@@ -347,8 +347,11 @@ public sealed class FuseServer : IDisposable
     {
         int fd = Interlocked.Exchange(ref _fd, -1);
         if (fd < 0) return;
-        for (int i = 1; i < _fds.Length; i++)
+        for (int i = 0; i < _fds.Length; i++)
+        {
             if (_fds[i] != fd) Native.close(_fds[i]);
+            _fds[i] = -1; // a late reply gets EBADF, never a reused descriptor number
+        }
         Native.close(fd);
     }
 
