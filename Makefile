@@ -75,11 +75,11 @@ deb: deps publish
 reliability: deps build
 	LONG=$(LONG) bash tests/reliability.sh
 
-# Benchmarks against qemu-storage-daemon and the host file (issue 6); not run in CI. QUICK=1: under 5 minutes.
-BENCH_PACKAGES := qemu-system-common gnuplot-nox
+# Benchmarks against the peers (qemu-storage-daemon, qemu-nbd + nbdfuse, xmount) and the host file; not run in
+# CI. bench/peers.sh installs the peers: QEMU from this release's backports (the apt source is derived from the
+# machine's own), xmount and libnbd-bin as packaged. QUICK=1: a short run.
 bench: deps build
-	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	bash bench/peers.sh
 	bash bench/run.sh $(if $(filter 1,$(QUICK)),--quick,)
 
 clean:

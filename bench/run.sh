@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# FvdFuse benchmarks (issue 6): RandIO (paper Fig. 5), PostMark (Fig. 6), I/O count and seek distance (Fig. 7),
-# 1 TiB footprint. Compares, in one run:
-#   host       (a) the host file itself, O_DIRECT (the limit)
-#   qsd-raw    (b) qemu-storage-daemon --export type=fuse of a raw copy of the template
-#   qsd-qcow2  (c) the same daemon exporting a qcow2 over the template (backing_fmt=raw)
-#   fvd        (d) FVD image over the template, served over FUSE
-#   fvd-nb     (e) FVD image without backing, served over FUSE
+# FvdFuse benchmarks: RandIO (paper Fig. 5), PostMark (Fig. 6), locality of a sequential read after random first
+# writes, I/O count and seek distance (Fig. 7; full mode), concurrent-write verify, 1 TiB footprint. In one run:
+#   host        (a) the host file itself, O_DIRECT (the limit)
+#   qsd-raw     (b) qemu-storage-daemon --export type=fuse of a raw copy of the template (host I/O: QSD_CACHE_DIRECT)
+#   qsd-raw-dio (b') the same with cache.direct=on
+#   qsd-qcow2   (c) the same daemon exporting a qcow2 over the template (backing_fmt=raw)
+#   nbd-qcow2   (c') qemu-nbd serving that qcow2 over a unix socket, shown as a file by nbdfuse
+#   xmount      (x) xmount: the raw template plus a write cache file (its view is only as large as the template)
+#   fvd         (d) FVD image over the template, served by fvdmount (FVD_OPTS, default passthrough=off)
+#   fvd-nb      (e) FVD image without backing, fvdmount passthrough=off
+#   fvd-nb-pt   (e') FVD image without backing, fvdmount defaults (passthrough on)
+# Peers: bench/peers.sh installs them (make bench does).
 # usage: bench/run.sh [--quick]     (root; needs the apt packages listed in bench/README.md)
 # Environment: BENCH_WORK (scratch dir, default /var/tmp/fvd-bench), BENCH_OUT (default bench/results),
 #   QSD_CACHE_DIRECT=on|off (qsd host I/O; default off = page cache, like the FVD driver),
@@ -19,7 +24,7 @@ MODE=full
 [[ ${1:-} == --quick ]] && MODE=quick
 [[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n 2,14p "$0"; exit 0; }
 [[ $(id -u) == 0 ]] || { echo "bench/run.sh: must run as root (FUSE mounts, loop devices)" >&2; exit 1; }
-for t in qemu-storage-daemon qemu-img fio postmark strace mkfs.ext4 losetup python3 dotnet stdbuf; do
+for t in qemu-storage-daemon qemu-img qemu-nbd nbdfuse xmount fio postmark strace mkfs.ext4 losetup python3 dotnet stdbuf; do
     command -v $t >/dev/null || { echo "bench/run.sh: missing $t (see bench/README.md for apt packages)" >&2; exit 1; }
 done
 
@@ -27,7 +32,7 @@ W=${BENCH_WORK:-/var/tmp/fvd-bench}
 OUT=${BENCH_OUT:-$HERE/results/$MODE}
 RAW=$OUT/raw
 QSD_CACHE_DIRECT=${QSD_CACHE_DIRECT:-off}
-PM_MOUNT_OPTS=${PM_MOUNT_OPTS:-sync,barrier=0}
+PM_MOUNT_OPTS=${PM_MOUNT_OPTS:-sync}
 SKIP=${SKIP:-}
 MiB=$((1 << 20))
 
@@ -35,7 +40,8 @@ if [[ $MODE == quick ]]; then
     T=$((256 * MiB)); V=$((1024 * MiB))
     COMBOS="4k:qd1 64k:qd1 4k:4thr"
     SLICE_4K=$((16 * MiB)); SLICE_64K=$((64 * MiB)); REPS=1
-    PM_FILES=1000; PM_TRANS=2000; PM_REPS=3
+    PM_FILES=400; PM_TRANS=800; PM_REPS=3
+    SKIP=${SKIP:-strace}
 else
     T=$((1024 * MiB)); V=$((4096 * MiB))
     COMBOS="4k:qd1 64k:qd1 4k:qd8 64k:qd8 4k:4thr 64k:4thr"
@@ -44,7 +50,9 @@ else
 fi
 TRACE_IOS=1000
 PM_TRACE_FILES=200; PM_TRACE_TRANS=300
-VIEWS="host qsd-raw qsd-qcow2 fvd fvd-nb"
+VIEWS="host qsd-raw qsd-raw-dio qsd-qcow2 nbd-qcow2 xmount fvd fvd-nb fvd-nb-pt"
+PM_VIEWS="host qsd-qcow2 nbd-qcow2 fvd"   # xmount's view ends at the template: no room for the partition
+LOC_BYTES=$((32 * MiB)); LOC_VIEWS="qsd-qcow2 nbd-qcow2 xmount fvd"
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -87,11 +95,13 @@ FVD_OPTS=${FVD_OPTS:-passthrough=off}
 log "FVD server: $SERVER"
 
 rm -rf "$W"; mkdir -p "$W" "$RAW"
-rm -f "$RAW"/*.json "$RAW"/*.log
+rm -f "$RAW"/*.json "$RAW"/*.jsonl "$RAW"/*.log "$RAW"/*.err "$RAW"/*.gz
 cat > "$RAW/meta.json" <<EOF
 {"mode": "$MODE", "date": "$(date -u +%FT%TZ)", "git": "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)",
  "kernel": "$(uname -r)", "cpus": $(nproc), "template_bytes": $T, "virtual_bytes": $V,
  "fvd_server": "$SERVER -o $FVD_OPTS", "qsd_version": "$(qemu-storage-daemon --version | head -1)",
+ "qemu_nbd_version": "$(qemu-nbd --version | head -1)", "nbdfuse_version": "$(nbdfuse --version 2>&1 | head -1)",
+ "xmount_version": "$(xmount --version 2>&1 | grep -m1 -o 'xmount v[0-9.]*')", "loc_bytes": $LOC_BYTES,
  "fio_version": "$(fio --version)", "qsd_cache_direct": "$QSD_CACHE_DIRECT", "pm_mount_opts": "$PM_MOUNT_OPTS",
  "combos": "$COMBOS", "slice_4k": $SLICE_4K, "reps": $REPS, "slice_64k": $SLICE_64K, "pm_trace_files": $PM_TRACE_FILES, "pm_files": $PM_FILES, "pm_transactions": $PM_TRANS, "pm_reps": $PM_REPS}
 EOF
@@ -100,7 +110,7 @@ log "template: $((T / MiB)) MiB of random data; virtual disks $((V / MiB)) MiB"
 head -c "$T" /dev/urandom > "$W/tpl.raw"
 
 # ---------------------------------------------------------------- image sets and daemons
-declare -A DEV PID_OF IMGFILES
+declare -A DEV PID_OF IMGFILES IO_PID_OF   # IO_PID_OF: the process that reads the image files, if not PID_OF
 wait_fuse() { # mountpoint pid
     for _ in $(seq 200); do
         grep -q " $1 fuse" /proc/mounts && return 0
@@ -109,10 +119,10 @@ wait_fuse() { # mountpoint pid
     done
     echo "timeout waiting for $1" >&2; return 1
 }
-start_qsd() { # view image fmt mountfile
-    local view=$1 img=$2 fmt=$3 mnt=$4
+start_qsd() { # view image fmt mountfile [cache.direct]
+    local view=$1 img=$2 fmt=$3 mnt=$4 direct=${5:-$QSD_CACHE_DIRECT}
     touch "$mnt"
-    local file="driver=file,filename=$img,cache.direct=$QSD_CACHE_DIRECT,aio=threads"
+    local file="driver=file,filename=$img,cache.direct=$direct,aio=threads"
     local node
     if [[ $fmt == raw ]]; then node="driver=raw,node-name=fmt0,file.${file//,/,file.}"
     else node="driver=qcow2,node-name=fmt0,file.${file//,/,file.}"; fi
@@ -124,14 +134,37 @@ start_qsd() { # view image fmt mountfile
     wait_fuse "$mnt" "$pid"
     DEV[$view]=$mnt
 }
-start_fvd() { # view image mountdir
-    local view=$1 img=$2 mnt=$3
+start_fvd() { # view image mountdir [fvdmount -o options]
+    local view=$1 img=$2 mnt=$3 opts=${4:-$FVD_OPTS}
     mkdir -p "$mnt"
-    "$BUILD/fvdmount/fvdmount" -f -o "$FVD_OPTS" "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
+    "$BUILD/fvdmount/fvdmount" -f -o "$opts" "$img" "$mnt" > "$RAW/$view.daemon.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid"); FUSE_MNTS+=("$mnt"); PID_OF[$view]=$pid
     wait_fuse "$mnt" "$pid"
     DEV[$view]=$mnt/$(basename "${img%.*}").raw
+}
+# qemu-nbd on a unix socket, nbdfuse showing it as MOUNTDIR/nbd.raw (two hops: FUSE, then NBD).
+start_nbd() { # view qcow2 mountdir
+    local view=$1 img=$2 mnt=$3 sock=$3.sock
+    mkdir -p "$mnt"
+    qemu-nbd -k "$sock" -f qcow2 --cache=writeback --aio=threads -t "$img" > "$RAW/$view.qemu-nbd.log" 2>&1 &
+    PIDS+=("$!"); IO_PID_OF[$view]=$!
+    for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.05; done
+    nbdfuse "$mnt/nbd.raw" --unix "$sock" > "$RAW/$view.daemon.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid"); FUSE_MNTS+=("$mnt"); PID_OF[$view]=$pid
+    wait_fuse "$mnt" "$pid"
+    DEV[$view]=$mnt/nbd.raw
+}
+# xmount daemonizes (libfuse); its PID is looked up by its unique cache file, and it stops when unmounted.
+start_xmount() { # view template cachefile mountdir
+    local view=$1 tpl=$2 cache=$3 mnt=$4
+    mkdir -p "$mnt"
+    xmount --in raw "$tpl" --cache "$cache" --out raw "$mnt" > "$RAW/$view.daemon.log" 2>&1
+    local pid; pid=$(pgrep -n -f -- "--cache $cache ")
+    PIDS+=("$pid"); FUSE_MNTS+=("$mnt"); PID_OF[$view]=$pid
+    wait_fuse "$mnt" "$pid"
+    DEV[$view]=$mnt/$(basename "${tpl%.*}").dd
 }
 # SIGTERM each daemon; a detached loop device can keep a mount busy for a moment, and a busy mount makes the
 # daemon keep serving, so signal again each second, and after 15 s detach the mount lazily.
@@ -155,19 +188,42 @@ new_set() { # name
     rm -rf "$S"; mkdir -p "$S"
     cp --sparse=always "$W/tpl.raw" "$S/host.raw";  truncate -s "$V" "$S/host.raw"
     cp --sparse=always "$W/tpl.raw" "$S/raw.raw";   truncate -s "$V" "$S/raw.raw"
+    cp --sparse=always "$W/tpl.raw" "$S/rawd.raw";  truncate -s "$V" "$S/rawd.raw"
     qemu-img create -q -f qcow2 -b "$W/tpl.raw" -F raw "$S/q.qcow2" "$V"
+    qemu-img create -q -f qcow2 -b "$W/tpl.raw" -F raw "$S/nq.qcow2" "$V"
     "$IMG" create -q -b "$W/tpl.raw" -F raw "$S/f.fvd" "$V"
     "$IMG" create -q "$S/n.fvd" "$V"
+    "$IMG" create -q "$S/np.fvd" "$V"
+    cp --sparse=always "$W/tpl.raw" "$S/xtpl.raw"   # xmount's own read-only template copy (same content)
     DEV[host]=$S/host.raw
     start_qsd qsd-raw "$S/raw.raw" raw "$S/raw.view"
+    start_qsd qsd-raw-dio "$S/rawd.raw" raw "$S/rawd.view" on
     start_qsd qsd-qcow2 "$S/q.qcow2" qcow2 "$S/q.view"
+    start_nbd nbd-qcow2 "$S/nq.qcow2" "$S/nbdmnt"
+    start_xmount xmount "$S/xtpl.raw" "$S/x.cache" "$S/xmnt"
     start_fvd fvd "$S/f.fvd" "$S/fmnt"
     start_fvd fvd-nb "$S/n.fvd" "$S/nmnt"
+    start_fvd fvd-nb-pt "$S/np.fvd" "$S/npmnt" "passthrough=on"
     IMGFILES[host]="$S/host.raw"
     IMGFILES[qsd-raw]="$S/raw.raw"
+    IMGFILES[qsd-raw-dio]="$S/rawd.raw"
     IMGFILES[qsd-qcow2]="$S/q.qcow2 remote:$W/tpl.raw"
+    IMGFILES[nbd-qcow2]="$S/nq.qcow2 remote:$W/tpl.raw"
+    IMGFILES[xmount]="$S/x.cache remote:$S/xtpl.raw"
     IMGFILES[fvd]="$S/f.fvd $S/f.data remote:$W/tpl.raw"
     IMGFILES[fvd-nb]="$S/n.fvd $S/n.data"
+    IMGFILES[fvd-nb-pt]="$S/np.fvd $S/np.data"
+}
+# The size of a view's disk: xmount's is the template's.
+vsize() { [[ $1 == xmount ]] && echo "$T" || echo "$V"; }
+# fvdmount's request counters (status file), one line of JSON per view and moment.
+fvd_counters() { # label
+    local v f
+    for v in fvd fvd-nb; do
+        f=$(dirname "${DEV[$v]}")/.fvd/$(basename "${DEV[$v]}" .raw).json
+        [[ -r $f ]] && python3 -c "import json,sys;d=json.load(open('$f'));print(json.dumps({'view':'$v','at':'$1','fuse_fds':d.get('fuse_fds'),'requests':d.get('requests')}))" >> "$RAW/counters.jsonl"
+    done
+    return 0
 }
 
 # ---------------------------------------------------------------- fio
@@ -187,7 +243,7 @@ fio_run() { # out.json file rw bs mode offset size [extra...]
 warmup() {
     local view
     for view in $VIEWS; do
-        fio_run "$RAW/warmup.$view.json" "${DEV[$view]}" randrw 4k qd1 $((V - 16 * MiB)) $((16 * MiB)) --runtime=2 --time_based
+        fio_run "$RAW/warmup.$view.json" "${DEV[$view]}" randrw 4k qd1 $(($(vsize $view) - 16 * MiB)) $((16 * MiB)) --runtime=2 --time_based
     done
 }
 
@@ -206,16 +262,68 @@ randio() {
             [[ $bs == 4k ]] && size=$SLICE_4K || size=$SLICE_64K
             for rep in $(seq 1 $REPS); do
                 for view in $VIEWS; do
+                    [[ $view == xmount && $region == pastend ]] && continue
+                    [[ $view == fvd-nb && $region == backed && $combo == 4k:qd1 ]] && fvd_counters before
                     for phase in first second read; do
                         [[ $phase == read ]] && rw=randread || rw=randwrite
                         fio_run "$RAW/randio.$view.$region.$bs.$mode.$phase.$rep.json" "${DEV[$view]}" $rw $bs $mode $off $size
                     done
+                    [[ $view == fvd-nb && $region == backed && $combo == 4k:qd1 ]] && fvd_counters after
                 done
                 off=$((off + size))
             done
             log "  $region $bs $mode done"
         done
         (( off <= base + T )) || { echo "RandIO slices overflow the region" >&2; exit 1; }
+    done
+    stop_daemons
+}
+
+# ---------------------------------------------------------------- concurrent writes: fio crc32c verify
+# 64K random writes, libaio QD16 (then 2 jobs x QD8), verified: a view that returns another request's data
+# fails, and its concurrent-write numbers are marked in the report.
+verify_all() {
+    log "Verify: fio 64K randwrite libaio QD16 and 2 jobs x QD8 with crc32c verify over each view"
+    new_set verify
+    local view mode
+    for view in $VIEWS; do
+        for mode in qd16 2x8; do
+            local args=(--name=verify --filename="${DEV[$view]}" --rw=randwrite --bs=64k --direct=1 --ioengine=libaio
+                        --verify=crc32c --verify_fatal=0 --randrepeat=0 --output-format=json --output="$RAW/verify.$view.$mode.json")
+            if [[ $mode == qd16 ]]; then args+=(--iodepth=16 --size=$((32 * MiB)) --offset=$((T - 64 * MiB)))
+            else args+=(--iodepth=8 --numjobs=2 --size=$((16 * MiB)) --offset=$((T - 32 * MiB)) --offset_increment=$((16 * MiB)) --group_reporting); fi
+            fio "${args[@]}" > /dev/null 2> "$RAW/verify.$view.$mode.err" || true
+        done
+    done
+    stop_daemons
+}
+
+# ---------------------------------------------------------------- locality (the paper's point)
+# Random 4K first writes over every block of a region of the template, then, with caches dropped, a sequential
+# read of that region through the view: qcow2 (and xmount's cache file) store blocks in allocation order, FVD at
+# their own address. Data-file seek distance from strace, read throughput from fio.
+locality() {
+    log "Locality: random 4K first writes over $((LOC_BYTES / MiB)) MiB, then a sequential 1M read with caches dropped"
+    new_set locality
+    local view st
+    for view in host $LOC_VIEWS; do
+        fio_run "$RAW/loc.$view.write.json" "${DEV[$view]}" randwrite 4k qd1 $((64 * MiB)) $LOC_BYTES --end_fsync=1
+    done
+    for view in host $LOC_VIEWS; do
+        sync; echo 3 > /proc/sys/vm/drop_caches
+        st=""
+        if [[ $view != host ]]; then
+            strace -f -y -s 0 -e trace=pread64,preadv,preadv2,read -o "$RAW/loc.$view.log" -p "${IO_PID_OF[$view]:-${PID_OF[$view]}}" 2> /dev/null &
+            st=$!; sleep 1
+        fi
+        fio --name=seqread --filename="${DEV[$view]}" --rw=read --bs=1m --direct=1 --ioengine=psync --offset=$((64 * MiB)) \
+            --size=$LOC_BYTES --output-format=json --output="$RAW/loc.$view.read.json" > /dev/null
+        if [[ -n $st ]]; then
+            sleep 0.5; kill -INT "$st"; wait "$st" 2>/dev/null || true
+            # shellcheck disable=SC2086
+            python3 "$HERE/lib/strace_io.py" "$RAW/loc.$view.log" $((LOC_BYTES / 4096)) "$RAW/loc.$view.trace.json" ${IMGFILES[$view]}
+            gzip -f "$RAW/loc.$view.log"
+        fi
     done
     stop_daemons
 }
@@ -279,7 +387,7 @@ postmark_all() {
     local part=$(( (V - T) / PM_REPS / MiB * MiB ))
     local view loop mnt dio rep
     for rep in $(seq 1 $PM_REPS); do
-        for view in $VIEWS; do
+        for view in $PM_VIEWS; do
             # qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so the loop devices over
             # FUSE views are buffered (writes still go through to the daemons: no FUSE writeback cache); the host
             # view's loop device uses direct I/O.
@@ -332,6 +440,8 @@ EOF
 
 T_START=$(date +%s)
 [[ ,$SKIP, == *,randio,* ]] || randio
+[[ ,$SKIP, == *,verify,* ]] || verify_all
+[[ ,$SKIP, == *,locality,* ]] || locality
 [[ ,$SKIP, == *,strace,* ]] || trace_io
 [[ ,$SKIP, == *,postmark,* ]] || postmark_all
 [[ ,$SKIP, == *,footprint,* ]] || footprint

@@ -5,11 +5,13 @@ import glob, json, os, shutil, subprocess, sys
 
 raw, out = sys.argv[1], sys.argv[2]
 meta = json.load(open(os.path.join(raw, "meta.json")))
-VIEWS = ["host", "qsd-raw", "qsd-qcow2", "fvd", "fvd-nb"]
-LABEL = {"host": "(a) host O_DIRECT", "qsd-raw": "(b) qsd raw", "qsd-qcow2": "(c) qsd qcow2",
-         "fvd": "(d) FVD", "fvd-nb": "(e) FVD no backing"}
+VIEWS = ["host", "qsd-raw", "qsd-raw-dio", "qsd-qcow2", "nbd-qcow2", "xmount", "fvd", "fvd-nb", "fvd-nb-pt"]
+LABEL = {"host": "(a) host O_DIRECT", "qsd-raw": "(b) qsd raw", "qsd-raw-dio": "(b') qsd raw cache.direct",
+         "qsd-qcow2": "(c) qsd qcow2", "nbd-qcow2": "(c') qemu-nbd+nbdfuse qcow2", "xmount": "(x) xmount",
+         "fvd": "(d) FVD", "fvd-nb": "(e) FVD no backing", "fvd-nb-pt": "(e') FVD no backing, passthrough"}
 PHASES = ["first", "second", "read"]
-COLOR = {"host": "#7f7f7f", "qsd-raw": "#1f77b4", "qsd-qcow2": "#d62728", "fvd": "#2ca02c", "fvd-nb": "#98df8a"}
+COLOR = {"host": "#7f7f7f", "qsd-raw": "#1f77b4", "qsd-raw-dio": "#aec7e8", "qsd-qcow2": "#d62728", "nbd-qcow2": "#ff9896",
+         "xmount": "#9467bd", "fvd": "#2ca02c", "fvd-nb": "#98df8a", "fvd-nb-pt": "#17becf"}
 
 
 def plot_cmd(datafile, views):
@@ -19,7 +21,8 @@ def plot_cmd(datafile, views):
 
 def load(p):
     try:
-        return json.load(open(p))
+        text = open(p, errors="replace").read()
+        return json.loads(text[text.find("{"):])  # fio may print a warning line before its JSON
     except (OSError, ValueError):
         return None
 
@@ -92,6 +95,51 @@ def lat_ratio(region, bs, mode, phase, a, b):
     return lb / la if la and lb else None
 
 
+# ---------------------------------------------------------------- concurrent-write verify, locality, counters
+verify = {}  # view -> {"mode": errors or None}
+for p in glob.glob(os.path.join(raw, "verify.*.json")):
+    _, view, mode, _ = os.path.basename(p).split(".")
+    j = load(p)
+    errs = None
+    if j and j.get("jobs"):
+        errs = sum(int(jb.get("error", 0) != 0) for jb in j["jobs"])
+    err_text = ""
+    try:
+        err_text = open(p[:-5] + ".err", errors="replace").read()
+    except OSError:
+        pass
+    bad = err_text.count("verify:") + err_text.count("bad header") + err_text.count("bad magic")
+    verify.setdefault(view, {})[mode] = {"failed": bool(errs) or bad > 0 or j is None, "messages": bad}
+failed_verify = {v for v, m in verify.items() if any(x["failed"] for x in m.values())}
+locality = {}
+for p in glob.glob(os.path.join(raw, "loc.*.read.json")):
+    view = os.path.basename(p).split(".")[1]
+    j = load(p)
+    tr = load(os.path.join(raw, f"loc.{view}.trace.json"))
+    w = load(os.path.join(raw, f"loc.{view}.write.json"))
+    if j:
+        locality[view] = {"seq_read_mbs": j["jobs"][0]["read"]["bw_bytes"] / 1e6,
+                          "first_write_mbs": w and w["jobs"][0]["write"]["bw_bytes"] / 1e6,
+                          "data_reads": tr and tr["per_1000"]["reads"] * tr["guest_first_writes"] / 1000,
+                          # no offsets in the log (lseek + read, as xmount's stdio does): no seek distance
+                          "mean_seek_by_file_size": tr and (tr["mean_seek_by_file_size"] if tr["accesses"] else None)}
+counters = []
+try:
+    counters = [json.loads(line) for line in open(os.path.join(raw, "counters.jsonl"))]
+except OSError:
+    pass
+overhead = {}
+for v in ("fvd-nb",):
+    b = next((c for c in reversed(counters) if c["view"] == v and c["at"] == "before"), None)
+    a = next((c for c in reversed(counters) if c["view"] == v and c["at"] == "after"), None)
+    if a and b and a.get("requests"):
+        d = {}
+        for cls in ("read", "write"):
+            n = a["requests"][cls]["count"] - b["requests"][cls]["count"]
+            ns = a["requests"][cls]["total_ns"] - b["requests"][cls]["total_ns"]
+            d[cls] = {"count": n, "mean_ns": ns / n if n else None, "median_ns_whole_mount": a["requests"][cls]["median_ns"]}
+        overhead[v] = {"fuse_fds": a.get("fuse_fds"), **d}
+
 # ---------------------------------------------------------------- targets (same-run ratios)
 targets = []
 
@@ -107,26 +155,27 @@ def rtarget(name, region, bs, mode, phase, a, b, goal, note=""):
            lat_ratio(region, bs, mode, phase, a, b))
 
 
-rtarget("4K first writes, backed region, QD1: FVD / qsd-qcow2", "backed", "4k", "qd1", "first", "fvd", "qsd-qcow2", 2.0)
-rtarget("64K first writes, backed region, QD1: FVD / qsd-qcow2", "backed", "64k", "qd1", "first", "fvd", "qsd-qcow2", 1.5)
-rtarget("No backing, 4K QD1 first writes: FVD-nb / qsd-raw", "backed", "4k", "qd1", "first", "fvd-nb", "qsd-raw", 1.3)
-rtarget("No backing, 4K QD1 second writes: FVD-nb / qsd-raw", "backed", "4k", "qd1", "second", "fvd-nb", "qsd-raw", 1.3)
-rtarget("No backing, 4K QD1 reads: FVD-nb / qsd-raw", "backed", "4k", "qd1", "read", "fvd-nb", "qsd-raw", 1.3)
-rtarget("4 threads 4K first writes: FVD-nb / qsd-raw", "backed", "4k", "4thr", "first", "fvd-nb", "qsd-raw", 1.8,
-        "qsd 7.2 corrupts concurrent direct writes (peer-findings.md): its number is the speed of wrong answers")
-rtarget("4 threads 4K second writes: FVD-nb / qsd-raw", "backed", "4k", "4thr", "second", "fvd-nb", "qsd-raw", 1.8, "same caveat")
+rtarget("4K first writes into the template region, QD1: FVD / xmount", "backed", "4k", "qd1", "first", "fvd", "xmount", 1.5)
+best_q = max(("qsd-qcow2", "nbd-qcow2"), key=lambda v: rv("backed", "4k", "qd1", "first", v) or 0)
+rtarget(f"4K first writes into the template region, QD1: FVD / best qcow2 peer ({best_q})", "backed", "4k", "qd1", "first", "fvd", best_q, 2.5)
+rtarget("No backing, 4K QD1 writes: FVD-nb (passthrough=off) / qsd raw (default host I/O)", "backed", "4k", "qd1", "first", "fvd-nb", "qsd-raw", 1.5)
+rtarget("No backing, 4K QD1 reads: FVD-nb (passthrough=off) / qsd raw (default host I/O)", "backed", "4k", "qd1", "read", "fvd-nb", "qsd-raw", 1.5)
+rtarget("No backing, 4K QD1 writes: FVD-nb (default, passthrough) / qsd raw cache.direct=on", "backed", "4k", "qd1", "first", "fvd-nb-pt", "qsd-raw-dio", 1.5)
+rtarget("No backing, 4K QD1 reads: FVD-nb (default, passthrough) / qsd raw cache.direct=on", "backed", "4k", "qd1", "read", "fvd-nb-pt", "qsd-raw-dio", 1.5)
+rtarget("Passthrough view 4K QD1 reads / host file", "backed", "4k", "qd1", "read", "fvd-nb-pt", "host", 0.9)
+rtarget("Passthrough view 4K QD1 writes / host file", "backed", "4k", "qd1", "second", "fvd-nb-pt", "host", 0.9)
 pm = lambda v, k: (postmark.get(v) or {}).get(k)
-target("PostMark file creation: FVD / qsd-qcow2", ratio(pm("fvd", "create_files_per_s"), pm("qsd-qcow2", "create_files_per_s")), 1.5, ">=")
+target("PostMark (ext4 -o sync, barriers on) file creation: FVD / qsd-qcow2", ratio(pm("fvd", "create_files_per_s"), pm("qsd-qcow2", "create_files_per_s")), 2.0, ">=")
+target("PostMark (ext4 -o sync, barriers on) transactions: FVD / qsd-qcow2", ratio(pm("fvd", "transactions_per_s"), pm("qsd-qcow2", "transactions_per_s")), 1.5, ">=")
+lq = max((v for v in ("qsd-qcow2", "nbd-qcow2") if v in locality), key=lambda v: locality[v]["seq_read_mbs"], default=None)
+if "fvd" in locality and lq:
+    target(f"Sequential read after random first writes, caches dropped: FVD / best qcow2 peer ({lq})",
+           ratio(locality["fvd"]["seq_read_mbs"], locality[lq]["seq_read_mbs"]), 1.0, ">=", "locality: FVD keeps address order")
 tb = trace.get("backed", {})
 tq, tf = tb.get("qsd-qcow2"), tb.get("fvd")
 target("I/O count per first write (backed, 4K QD1): FVD / qsd-qcow2", ratio(tf and tf["per_1000"]["total"], tq and tq["per_1000"]["total"]), 0.6, "<=")
 tpm = trace.get("postmark", {})
 pq, pf = tpm.get("qsd-qcow2"), tpm.get("fvd")
-target("Mean seek distance during PostMark (Fig. 7), delta / file size: FVD / qsd-qcow2", ratio(pf and pf["mean_seek_by_file_size_switch_as_1"], pq and pq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=",
-       "image files only (template = remote, as in the paper); a move between FVD's metadata and data file counts as 1")
-target("Mean seek distance during PostMark, delta / virtual size: FVD / qsd-qcow2", ratio(pf and pf["mean_seek_switch_as_1"], pq and pq["mean_seek_switch_as_1"]), 0.2, "<=",
-       "as the paper's fixed partition: a qcow2 spans only what it allocated")
-target("Mean seek distance, 1,000 backed 4K first writes, delta / file size: FVD / qsd-qcow2", ratio(tf and tf["mean_seek_by_file_size_switch_as_1"], tq and tq["mean_seek_by_file_size_switch_as_1"]), 0.2, "<=")
 target("I/O count during PostMark, per file created: FVD / qsd-qcow2", ratio(pf and pf["per_1000"]["total"], pq and pq["per_1000"]["total"]), 0.6, "<=")
 if foot:
     target("1 TiB: FVD metadata file (MiB)", foot["fvd_meta_bytes"] / 2**20, 4.0, "<=", f"{foot['fvd_meta_bytes']} bytes: 4 KiB header + bitmap ({foot.get('fvd_info', '')})")
@@ -136,23 +185,26 @@ if foot:
 # ---------------------------------------------------------------- JSON
 result = {"meta": meta, "elapsed": elapsed,
           "randio": [{"region": k[0], "bs": k[1], "mode": k[2], "phase": k[3], "views": randio[k]} for k in order(randio)],
-          "postmark": postmark, "trace": trace, "footprint": foot, "targets": targets}
+          "postmark": postmark, "trace": trace, "footprint": foot, "targets": targets,
+          "verify": verify, "locality": locality, "fvd_overhead": overhead}
 os.makedirs(out, exist_ok=True)
 json.dump(result, open(os.path.join(out, "results.json"), "w"), indent=1)
 
 # ---------------------------------------------------------------- Markdown
 L = []
 L.append(f"# FvdFuse benchmark results ({meta['mode']} mode)\n")
-L.append(f"{meta['date']}, commit {meta['git']}, kernel {meta['kernel']}, {meta['cpus']} CPUs; {meta['qsd_version']}; {meta['fio_version']}. "
+L.append(f"{meta['date']}, commit {meta['git']}, kernel {meta['kernel']}, {meta['cpus']} CPUs; peers: {meta['qsd_version']}; "
+         f"{meta.get('qemu_nbd_version', '')}; {meta.get('nbdfuse_version', '')}; {meta.get('xmount_version', '')}; {meta['fio_version']}. "
          f"Template {meta['template_bytes'] >> 20} MiB of random data, virtual disks {meta['virtual_bytes'] >> 20} MiB. "
          f"FVD served by `{meta['fvd_server']}`; qsd host I/O cache.direct={meta['qsd_cache_direct']} (the FVD driver uses the page cache too). "
          f"Other work ran on this machine: compare ratios within this run only.\n")
-L.append("Views: (a) host file, O_DIRECT; (b) qemu-storage-daemon FUSE export of a raw copy of the template; "
-         "(c) same daemon, qcow2 over the template; (d) FVD over the template; (e) FVD without backing. "
+L.append("Views: (a) host file, O_DIRECT; (b) qemu-storage-daemon FUSE export of a raw copy of the template, (b') the same with cache.direct=on; "
+         "(c) same daemon, qcow2 over the template; (c') qemu-nbd serving a qcow2 over the template, shown by nbdfuse; (x) xmount: raw template + write cache file "
+         "(its view is only as large as the template: no pastend rows); (d) FVD over the template; (e) FVD without backing (passthrough=off), (e') the same with fvdmount's defaults (passthrough). "
          "fio with direct=1 on every view; QD1 = psync, QD8 = libaio iodepth 8, 4thr = 4 psync jobs on disjoint quarters. "
          "`backed` = inside the template, `pastend` = past its end. first/second = first and second write of every block of a slice, read = then read it.\n")
 L.append("**(a) is not a ceiling here**: the FVD driver has no O_DIRECT mode, so FVD and (for fairness) qsd write into the host page cache, while (a) waits for the virtual disk.\n")
-L.append("**Caveat**: qsd 7.2 corrupts concurrent direct writes (shared/research/peer-findings.md), so its QD8 and 4thr write numbers (marked †) are the speed of a wrong answer.\n")
+L.append("**Caveat**: concurrent-write numbers (QD8, 4thr) of a view that failed the crc32c verify below are marked †: the speed of a wrong answer.\n")
 L.append("## Targets\n")
 L.append("RandIO ratios are of fio throughput (median over reps); the last column gives the same ratio by median request latency, which load from other processes disturbs less.\n")
 L.append("| target | value | goal | met | by median latency | note |")
@@ -169,11 +221,41 @@ for k in order(randio):
     for v in VIEWS:
         x = row.get(v, {}).get("mbs")
         lat = row.get(v, {}).get("p50_us")
-        dag = "†" if v.startswith("qsd") and k[2] != "qd1" and k[3] != "read" else ""
+        dag = "†" if v in failed_verify and k[2] != "qd1" and k[3] != "read" else ""
         cells.append(fmt(x) + dag + (f" ({lat:.0f})" if lat else ""))
     g = lambda v: row.get(v, {}).get("mbs")
     L.append(f"| {k[0]} | {k[1]} | {k[2]} | {k[3]} | " + " | ".join(cells) +
              f" | {fmt(ratio(g('fvd'), g('qsd-qcow2')), 2)} | {fmt(ratio(g('fvd-nb'), g('qsd-raw')), 2)} | {fmt(ratio(g('fvd'), g('host')), 2)} |")
+if verify:
+    L.append("\n## Concurrent writes: fio 64K randwrite with crc32c verify (QD16; 2 jobs x QD8)\n")
+    L.append("A view that fails returns another request's data; its concurrent-write numbers above are marked †.\n")
+    L.append("| view | QD16 | 2 x QD8 |")
+    L.append("|---|---|---|")
+    for v in VIEWS:
+        if v in verify:
+            c = lambda m: "–" if m not in verify[v] else ("**FAILED**" + (f" ({verify[v][m]['messages']} errors)" if verify[v][m]["messages"] else "")) if verify[v][m]["failed"] else "ok"
+            L.append(f"| {LABEL[v]} | {c('qd16')} | {c('2x8')} |")
+if locality:
+    L.append(f"\n## Locality: sequential read after random 4K first writes ({meta.get('loc_bytes', 0) >> 20} MiB of the template region, caches dropped)\n")
+    L.append("fio: every 4 KiB block of the region written once in random order (QD1, then fsync); `echo 3 > drop_caches`; one sequential 1 MiB O_DIRECT read "
+             "of the region. Seek distance: mean |offset delta| / file size between consecutive reads of the same image file by the daemon (strace; the template is left out).\n")
+    L.append("| view | first writes MB/s | sequential read MB/s | daemon reads of image files | mean seek / file size |")
+    L.append("|---|---|---|---|---|")
+    for v in VIEWS:
+        j = locality.get(v)
+        if j:
+            L.append(f"| {LABEL[v]} | {fmt(j['first_write_mbs'])} | {fmt(j['seq_read_mbs'])} | {fmt(j['data_reads'], 0) if j['data_reads'] is not None else '–'} | "
+                     f"{fmt(j['mean_seek_by_file_size'], 4) if j['mean_seek_by_file_size'] is not None else '–'} |")
+if overhead:
+    L.append("\n## fvdmount per-request overhead (status-file counters)\n")
+    L.append("Time from reading a request off /dev/fuse to writing its reply, during the backed 4K QD1 slice (first, second, read); "
+             "the median is of the whole mount so far (log-scale histogram, 4 buckets per octave).\n")
+    L.append("| view | /dev/fuse fds | WRITE count | WRITE mean µs | WRITE median µs | READ count | READ mean µs | READ median µs |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    us = lambda x: "–" if x is None else f"{x / 1000:.1f}"
+    for v, o in overhead.items():
+        L.append(f"| {LABEL[v]} | {o['fuse_fds']} | {o['write']['count']} | {us(o['write']['mean_ns'])} | {us(o['write']['median_ns_whole_mount'])} | "
+                 f"{o['read']['count']} | {us(o['read']['mean_ns'])} | {us(o['read']['median_ns_whole_mount'])} |")
 if any(postmark.values()):
     L.append("\n## PostMark (ext4 in a loop device over each view)\n")
     L.append(f"{meta['pm_files']} files of 10–50 KB, {meta['pm_transactions']} transactions, ext4 mounted `-o {meta['pm_mount_opts']}`; "

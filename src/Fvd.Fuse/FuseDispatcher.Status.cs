@@ -18,6 +18,14 @@ public sealed partial class FuseDispatcher
         public long LatestAt;
     }
 
+    /// <summary>Per-request overhead counters; the transport records into them, the status files show them.</summary>
+    public RequestStats Stats { get; } = new();
+
+    /// <summary>How the transport talks to the kernel ("dev": read/write on /dev/fuse), for the status files.</summary>
+    public string Transport { get; set; } = "dev";
+
+    /// <summary>Number of /dev/fuse descriptors the request threads read (more than 1: cloned per thread).</summary>
+    public int DeviceFds { get; set; } = 1;
 
     /// <summary>
     /// Opens a status file: the content is fixed for this handle (a snapshot) and served with direct I/O, so
@@ -67,6 +75,9 @@ public sealed partial class FuseDispatcher
             w.WriteBoolean("passthrough", WouldPassThrough(node));
             w.WriteBoolean("passthrough_active", Volatile.Read(ref node.BackingId) > 0);
             WritePartitionStatus(w, node);
+            w.WriteString("transport", Transport);
+            w.WriteNumber("fuse_fds", DeviceFds);
+            Stats.WriteJson(w);
             if (node.StatusSource is { } src)
             {
                 try { src.WriteStatus(w); }

@@ -20,6 +20,9 @@ public sealed class FuseOptions
     public bool Debug { get; set; }
     /// <summary>Request threads reading /dev/fuse.</summary>
     public int Threads { get; set; } = 4;
+    /// <summary>Give each request thread its own /dev/fuse descriptor (FUSE_DEV_IOC_CLONE); falls back to one shared.
+    /// Off by default: measured slower under flush-heavy work here (src/Fvd.Fuse/README.md).</summary>
+    public bool CloneFd { get; set; }
     /// <summary>Backing workers: threads serving the requests that may wait on a slow backing (0: as many as Threads).</summary>
     public int BackingThreads { get; set; }
     /// <summary>Bypass the page cache for every open, not only O_DIRECT opens.</summary>

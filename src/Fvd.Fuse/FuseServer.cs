@@ -1,5 +1,6 @@
 // The transport: the /dev/fuse descriptor, the request threads and the stop signals (mounting: FuseMount.cs).
 // Everything protocol-specific is in FuseDispatcher.
+using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using Fvd.Core;
@@ -26,6 +27,8 @@ public sealed class FuseServer : IDisposable
     private readonly ManualResetEventSlim _exited = new(false);
     private readonly object _unmountLock = new();
     private int _fd;
+    // The descriptor each request thread reads; [0] is _fd, the others are clones of it or _fd itself.
+    private readonly int[] _fds;
     private int _running;
     private BackingWorkers? _backingWorkers;
     private volatile bool _mounted;
@@ -38,6 +41,8 @@ public sealed class FuseServer : IDisposable
         Dispatcher = dispatcher;
         _options = options;
         _threads = new Thread[Math.Clamp(options.Threads, 1, 64)];
+        _fds = new int[_threads.Length];
+        Array.Fill(_fds, fd);
     }
 
     public string MountPoint { get; }
@@ -113,10 +118,12 @@ public sealed class FuseServer : IDisposable
     private void Start()
     {
         _backingWorkers = new BackingWorkers(Dispatcher, _options.BackingThreads > 0 ? _options.BackingThreads : _threads.Length, SendReply);
+        if (_options.CloneFd) CloneFds();
         _running = _threads.Length;
         for (int i = 0; i < _threads.Length; i++)
         {
-            _threads[i] = new Thread(RequestLoop) { IsBackground = true, Name = $"fuse-{i}" };
+            int fd = _fds[i];
+            _threads[i] = new Thread(() => RequestLoop(fd)) { IsBackground = true, Name = $"fuse-{i}" };
             _threads[i].Start();
         }
         new Thread(WatchConnection) { IsBackground = true, Name = "fuse-watch" }.Start();
@@ -146,7 +153,31 @@ public sealed class FuseServer : IDisposable
         catch (Exception e) { Console.Error.WriteLine($"fvdmount: internal error: {e.Message}"); }
     }
 
-    private unsafe void RequestLoop()
+    /// <summary>
+    /// Gives every request thread after the first its own /dev/fuse descriptor (FUSE_DEV_IOC_CLONE), so the
+    /// threads do not queue on one file. A thread whose clone fails reads the shared descriptor.
+    /// </summary>
+    private unsafe void CloneFds()
+    {
+        int master = _fd, cloned = 0;
+        for (int i = 1; i < _fds.Length; i++)
+        {
+            int fd = Native.open("/dev/fuse", Native.O_RDWR | Native.O_CLOEXEC, 0);
+            if (fd < 0) break;
+            if (Native.ioctl(fd, Native.FUSE_DEV_IOC_CLONE, &master) != 0)
+            {
+                int err = Marshal.GetLastPInvokeError();
+                Native.close(fd);
+                if (_options.Debug) Console.Error.WriteLine($"fvdmount: FUSE_DEV_IOC_CLONE: {Native.StrError(err)}; sharing one /dev/fuse descriptor");
+                break;
+            }
+            _fds[i] = fd;
+            cloned++;
+        }
+        Dispatcher.DeviceFds = 1 + cloned;
+    }
+
+    private unsafe void RequestLoop(int fd)
     {
         // Per-thread pinned buffers, allocated once: nothing is allocated per request.
         var req = GC.AllocateUninitializedArray<byte>(FuseProtocol.BufferSize, pinned: true);
@@ -157,7 +188,7 @@ public sealed class FuseServer : IDisposable
             {
                 while (true)
                 {
-                    nint n = Native.read(_fd, rp, req.Length);
+                    nint n = Native.read(fd, rp, req.Length);
                     if (n <= 0)
                     {
                         int err = n == 0 ? Errno.ENODEV : Marshal.GetLastPInvokeError();
@@ -167,6 +198,7 @@ public sealed class FuseServer : IDisposable
                         ReportConnectionEnded();
                         return; // ENODEV: unmounted (by us or from outside)
                     }
+                    long t0 = Stopwatch.GetTimestamp();
                     var request = new ReadOnlySpan<byte>(rp, (int)n);
                     // Requests that may wait on a slow backing go to the backing workers: this thread keeps
                     // serving local I/O, FSYNC and INTERRUPT.
@@ -174,8 +206,8 @@ public sealed class FuseServer : IDisposable
                     int len;
                     try { len = Dispatcher.Handle(request, rep); }
                     catch (Exception e) { Console.Error.WriteLine($"fvdmount: internal error: {e}"); continue; }
-                    if (len == 0) continue;
-                    Send(wp, len);
+                    if (len > 0) Send(fd, wp, len);
+                    Dispatcher.Stats.Record(n >= 8 ? *(uint*)(rp + FuseProtocol.InHeader.Opcode) : 0, Stopwatch.GetTimestamp() - t0);
                 }
             }
         }
@@ -193,21 +225,39 @@ public sealed class FuseServer : IDisposable
 
     private unsafe void SendReply(ReadOnlySpan<byte> reply)
     {
-        fixed (byte* p = reply) Send(p, reply.Length);
+        fixed (byte* p = reply) Send(_fds[0], p, reply.Length);
     }
 
-    /// <summary>One reply, one write(2); safe from any thread (the kernel takes each write whole).</summary>
-    private unsafe void Send(byte* reply, int len)
+    /// <summary>
+    /// One reply, one write(2); safe from any thread (the kernel takes each write whole). The kernel finds the
+    /// request only on the descriptor that read it, so a reply built elsewhere (a backing worker, the EINTR an
+    /// INTERRUPT answers for its target) that gets ENOENT is offered to the other cloned descriptors.
+    /// </summary>
+    private unsafe void Send(int fd, byte* reply, int len)
     {
-        while (Native.write(_fd, reply, len) < 0)
+        int err = Write(fd, reply, len);
+        if (err == Errno.ENOENT)
+        {
+            foreach (int other in _fds)
+            {
+                if (other == fd) continue;
+                err = Write(other, reply, len);
+                if (err != Errno.ENOENT) break;
+            }
+        }
+        // ENOENT: the request was interrupted or aborted meanwhile; nobody waits for the answer.
+        if (err is not 0 and not Errno.ENOENT and not Errno.ENODEV)
+            Console.Error.WriteLine($"fvdmount: writing reply: {Native.StrError(err)}");
+    }
+
+    private static unsafe int Write(int fd, byte* reply, int len)
+    {
+        while (Native.write(fd, reply, len) < 0)
         {
             int err = Marshal.GetLastPInvokeError();
-            if (err == Errno.EINTR) continue;
-            // ENOENT: the request was interrupted or aborted meanwhile; nobody waits for the answer.
-            if (err != Errno.ENOENT && err != Errno.ENODEV)
-                Console.Error.WriteLine($"fvdmount: writing reply: {Native.StrError(err)}");
-            break;
+            if (err != Errno.EINTR) return err;
         }
+        return 0;
     }
 
     /// <summary>
@@ -283,7 +333,13 @@ public sealed class FuseServer : IDisposable
     private void CloseFd()
     {
         int fd = Interlocked.Exchange(ref _fd, -1);
-        if (fd >= 0) Native.close(fd);
+        if (fd < 0) return;
+        for (int i = 0; i < _fds.Length; i++)
+        {
+            if (_fds[i] != fd) Native.close(_fds[i]);
+            _fds[i] = -1; // a late reply gets EBADF, never a reused descriptor number
+        }
+        Native.close(fd);
     }
 
     /// <summary>Unmounts (lazily if busy), waits briefly for the threads, closes the device.</summary>

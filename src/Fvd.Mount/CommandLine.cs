@@ -81,6 +81,7 @@ public static class CommandLine
                 case "record_profile": settings["RecordProfile"] = Need(key, val); break;
                 case "passthrough": settings["Passthrough"] = val ?? "on"; break;
                 case "lock_wait": settings["LockWait"] = Need(key, val); break;
+                case "clone_fd": settings["CloneFd"] = val ?? "on"; break;
                 default:
                     if (Ignored.Contains(key) || key.StartsWith("x-", StringComparison.Ordinal) || key == "comment") break;
                     throw new UsageException($"unknown mount option '{raw}'");

@@ -40,6 +40,8 @@ public sealed class MountSettings
     /// umount, a killed one still exiting); 0 = fail at once. A live writer is always refused at once.
     /// </summary>
     public int LockWait { get; set; } = 30;
+    /// <summary>on|off: one /dev/fuse descriptor per request thread (FUSE_DEV_IOC_CLONE).</summary>
+    public string CloneFd { get; set; } = "off";
     /// <summary>Show .fvd/NAME.json status files in the mount root.</summary>
     public bool StatusDirectory { get; set; } = true;
 
@@ -123,6 +125,7 @@ public sealed class MountSettings
             LazyUnmount = LazyUnmount,
             Passthrough = Switch("passthrough", Passthrough),
             StatusDirectory = StatusDirectory,
+            CloneFd = Switch("clone_fd", CloneFd),
         };
     }
 }

@@ -20,8 +20,8 @@ public static class Program
         "usage: fvdmount [-f] [-d] [-o OPTIONS] [--config FILE] IMAGE [IMAGE...] MOUNTPOINT\n" +
         "options (-o, comma-separated): ro, rw, allow_other, default_permissions, uid=N, gid=N, umask=OCT,\n" +
         "  threads=N, direct_io, partitions, lazy_umount, debug, cor=on|off, prefetch=on|off|SECONDS,\n" +
-        "  prefetch_max_read=RATE, prefetch_min_read=RATE, record_profile=FILE, passthrough=on|off, lock_wait=SECONDS.\n" +
-        "  Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
+        "  prefetch_max_read=RATE, prefetch_min_read=RATE, record_profile=FILE, passthrough=on|off, lock_wait=SECONDS,\n" +
+        "  clone_fd=on|off. Environment: FVDMOUNT_<KEY>. See fvdmount(1).";
 
     public static int Main(string[] args)
     {

@@ -104,6 +104,52 @@ public sealed class StatusFileTests : IDisposable
     }
 
     [Fact]
+    public void Status_file_counts_requests_per_class_over_cloned_descriptors()
+    {
+        Mount("prefetch=off,cor=off,threads=4,clone_fd=on");
+        var s0 = Status();
+        Assert.Equal("dev", s0.GetProperty("transport").GetString());
+        Assert.Equal(4, s0.GetProperty("fuse_fds").GetInt32()); // one per request thread
+        long w0 = s0.GetProperty("requests").GetProperty("write").GetProperty("count").GetInt64();
+
+        var pattern = Kernel.Pattern(4 * 4096, 14);
+        string pat = Path.Combine(_dir, "p");
+        File.WriteAllBytes(pat, pattern);
+        Kernel.Ok("dd", $"if={pat}", $"of={View}", "bs=4096", "seek=50", "oflag=direct", "conv=notrunc,fsync", "status=none");
+        Assert.Equal(pattern, ReadDirect(50 * 4096, pattern.Length));
+
+        var req = Status().GetProperty("requests");
+        var write = req.GetProperty("write");
+        Assert.Equal(w0 + 4, write.GetProperty("count").GetInt64()); // four O_DIRECT 4 KiB writes, one request each
+        Assert.True(write.GetProperty("total_ns").GetInt64() > 0);
+        Assert.True(write.GetProperty("median_ns").GetInt64() > 0);
+        Assert.True(req.GetProperty("fsync").GetProperty("count").GetInt64() >= 1);
+        Assert.True(req.GetProperty("read").GetProperty("count").GetInt64() >= 1);
+        Assert.True(req.GetProperty("other").GetProperty("count").GetInt64() >= 1); // LOOKUP, OPEN, ...
+        Unmount();
+    }
+
+    [Fact]
+    public void By_default_every_thread_reads_one_shared_descriptor()
+    {
+        Mount("prefetch=off,cor=off,threads=4");
+        Assert.Equal(1, Status().GetProperty("fuse_fds").GetInt32());
+        var pattern = Kernel.Pattern(8192, 15);
+        string pat = Path.Combine(_dir, "p");
+        File.WriteAllBytes(pat, pattern);
+        Kernel.Ok("dd", $"if={pat}", $"of={View}", "bs=4096", "seek=7", "oflag=direct", "conv=notrunc", "status=none");
+        Assert.Equal(pattern, ReadDirect(7 * 4096, pattern.Length));
+        Unmount();
+    }
+
+    private byte[] ReadDirect(long offset, int length)
+    {
+        string outFile = Path.Combine(_dir, "read.out");
+        Kernel.Ok("dd", $"if={View}", $"of={outFile}", "bs=4096", $"skip={offset / 4096}", $"count={length / 4096}", "iflag=direct", "status=none");
+        return File.ReadAllBytes(outFile);
+    }
+
+    [Fact]
     public void Prefetch_on_reaches_finished_and_then_opens_pass_through()
     {
         Mount("prefetch=on,prefetch_max_read=200M");

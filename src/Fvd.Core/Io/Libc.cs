@@ -68,6 +68,9 @@ internal static unsafe partial class Libc
     /// <summary>_IOW(229, 1, struct fuse_backing_map { s32 fd; u32 flags; u64 padding; })</summary>
     public const ulong FUSE_DEV_IOC_BACKING_OPEN = 0x4010E501;
 
+    /// <summary>_IOR(229, 0, uint32_t): makes a fresh /dev/fuse descriptor a second queue of an existing session.</summary>
+    public const ulong FUSE_DEV_IOC_CLONE = 0x8004E500;
+
     public const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_CLOEXEC = 0x80000;
     public const int SOL_SOCKET = 1, SCM_RIGHTS = 1;
 
