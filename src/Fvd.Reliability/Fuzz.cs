@@ -282,69 +282,28 @@ public sealed class HostileImageFuzzer
     {
         var result = new HarnessResult("fuzzed-images");
         var bases = BaseImages(new Random(seed));
-        // A worker thread runs the mutants; this thread is the watchdog for real hangs.
-        long started = 0; // Stopwatch timestamp of the current mutant, 0 when idle
-        int current = -1;
-        bool finished = false;
         long opened = 0, filesTried = 0, filesOpened = 0;
-        string currentDesc = "";
-        var worker = new Thread(() =>
+        int caseNo = 0;
+        MutantRunner.Run(result, seed, count, rng =>
         {
-            for (int i = 0; i < count; i++)
+            int i = caseNo++;
+            var b = bases[rng.Next(bases.Count)];
+            Mutant m = Mutate(b, rng);
+            return new FuzzCase($"base {bases.IndexOf(b)}; {m.Description}", () =>
             {
-                var rng = new Random(unchecked(seed * 1_000_003 + i));
-                var b = bases[rng.Next(bases.Count)];
-                Mutant m = Mutate(b, rng);
-                Volatile.Write(ref currentDesc, m.Description);
-                Volatile.Write(ref current, i);
-                long a0 = GC.GetAllocatedBytesForCurrentThread();
-                long t0 = Stopwatch.GetTimestamp();
-                Volatile.Write(ref started, t0);
-                string? fail = null;
-                try
-                {
-                    Exerciser(m);
-                    opened++;
-                }
-                catch (FvdException) { }
-                catch (Exception e)
-                {
-                    fail = $"{e.GetType().Name}: {e.Message}";
-                }
+                bool ok = false;
+                string? fail = MutantRunner.Refusal(() => { Exerciser(m); ok = true; });
+                if (ok) opened++;
                 if (fail is null && FileEvery > 0 && i % FileEvery == 0)
-                    try
-                    {
-                        filesTried++;
-                        ExerciseFiles(m, fileDir);
-                        filesOpened++;
-                    }
-                    catch (FvdException) { }
-                    catch (Exception e)
-                    {
-                        fail = $"FvdImage.Open path: {e.GetType().Name}: {e.Message}";
-                    }
-                var el = Stopwatch.GetElapsedTime(t0);
-                Volatile.Write(ref started, 0);
-                long alloc = GC.GetAllocatedBytesForCurrentThread() - a0;
-                string where = $"fuzzed-images seed {seed} case {i} (base {bases.IndexOf(b)}; {m.Description})";
-                if (fail is not null) result.Fail($"{where}: {fail}");
-                else if (el > SlowLimit) result.Fail($"{where}: took {el.TotalSeconds:F2} s");
-                else if (alloc > AllocationCap) result.Fail($"{where}: allocated {alloc} bytes");
-                else result.Pass();
-            }
-            Volatile.Write(ref finished, true);
-        }) { IsBackground = true, Name = "fuzz-worker" };
-        worker.Start();
-        while (!Volatile.Read(ref finished))
-        {
-            worker.Join(200);
-            long s = Volatile.Read(ref started);
-            if (s != 0 && Stopwatch.GetElapsedTime(s) > HangLimit)
-            {
-                result.Fail($"fuzzed-images seed {seed} case {Volatile.Read(ref current)} ({Volatile.Read(ref currentDesc)}): hung for more than {HangLimit.TotalSeconds} s; fuzzing stopped");
-                break;
-            }
-        }
+                {
+                    filesTried++;
+                    bool fileOk = false;
+                    fail = MutantRunner.Refusal(() => { ExerciseFiles(m, fileDir); fileOk = true; }, "FvdImage.Open path: ");
+                    if (fileOk) filesOpened++;
+                }
+                return fail;
+            });
+        });
         result.Notes.Add($"fuzzed-images: {opened} of {count} mutants opened and worked; the rest were refused with FvdException; {filesOpened} of {filesTried} also opened through FvdImage.Open on files");
         return result;
     }

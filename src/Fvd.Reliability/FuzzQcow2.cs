@@ -224,56 +224,18 @@ public sealed class Qcow2Fuzzer
             return result;
         }
         long opened = 0;
-        int current = -1;
-        long started = 0;
-        bool finished = false;
-        string currentDesc = "";
-        // A worker runs the mutants; this thread watches for real hangs.
-        var worker = new Thread(() =>
+        MutantRunner.Run(result, seed, count, rng =>
         {
-            for (int i = 0; i < count; i++)
+            var b = bases[rng.Next(bases.Count)];
+            var m = Mutate(b, rng);
+            return new FuzzCase($"base {b.Name}; {m.Description}", () =>
             {
-                var rng = new Random(unchecked(seed * 1_000_003 + i));
-                var b = bases[rng.Next(bases.Count)];
-                var m = Mutate(b, rng);
-                Volatile.Write(ref currentDesc, m.Description);
-                Volatile.Write(ref current, i);
-                long a0 = GC.GetAllocatedBytesForCurrentThread();
-                long t0 = Stopwatch.GetTimestamp();
-                Volatile.Write(ref started, t0);
-                string? fail = null;
-                try
-                {
-                    Exerciser(m);
-                    opened++;
-                }
-                catch (FvdException) { }
-                catch (Exception e)
-                {
-                    fail = $"{e.GetType().Name}: {e.Message}";
-                }
-                var el = Stopwatch.GetElapsedTime(t0);
-                Volatile.Write(ref started, 0);
-                long alloc = GC.GetAllocatedBytesForCurrentThread() - a0;
-                string where = $"fuzzed-qcow2 seed {seed} case {i} (base {b.Name}; {m.Description})";
-                if (fail is not null) result.Fail($"{where}: {fail}");
-                else if (el > HostileImageFuzzer.SlowLimit) result.Fail($"{where}: took {el.TotalSeconds:F2} s");
-                else if (alloc > HostileImageFuzzer.AllocationCap) result.Fail($"{where}: allocated {alloc} bytes");
-                else result.Pass();
-            }
-            Volatile.Write(ref finished, true);
-        }) { IsBackground = true, Name = "fuzz-qcow2-worker" };
-        worker.Start();
-        while (!Volatile.Read(ref finished))
-        {
-            worker.Join(200);
-            long s = Volatile.Read(ref started);
-            if (s != 0 && Stopwatch.GetElapsedTime(s) > HostileImageFuzzer.HangLimit)
-            {
-                result.Fail($"fuzzed-qcow2 seed {seed} case {Volatile.Read(ref current)} ({Volatile.Read(ref currentDesc)}): hung for more than {HostileImageFuzzer.HangLimit.TotalSeconds} s; fuzzing stopped");
-                break;
-            }
-        }
+                bool ok = false;
+                string? fail = MutantRunner.Refusal(() => { Exerciser(m); ok = true; });
+                if (ok) opened++;
+                return fail;
+            });
+        });
         result.Notes.Add($"fuzzed-qcow2: {opened} of {count} mutants opened and read; the rest were refused with FvdException");
         return result;
     }
