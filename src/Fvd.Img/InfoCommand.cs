@@ -48,7 +48,7 @@ internal sealed class InfoCommand(Cli cli) : InspectCommand(cli)
         string format = File.Exists(path) && Converter.DetectFormat(path) == "qcow2" ? "qcow2" : "fvd";
         while (next is not null)
         {
-            string id = FileIdentity.Of(next)?.ToString() ?? next;
+            string id = FileIdentity.Key(next);
             if (!seen.Add(id)) throw new FvdException(FvdErrorKind.InvalidFormat, "backing chain loops back to this file", next);
             string? below = null, belowFormat = null;
             switch (format)

@@ -13,6 +13,13 @@ public readonly record struct FileIdentity(ulong Device, ulong Inode)
         return Syscall.stat(path, out var st) == 0 ? new FileIdentity(st.st_dev, st.st_ino) : null;
     }
 
+    /// <summary>
+    /// A key that is equal for two names of one file (device and inode when it exists), the URL itself for a
+    /// URL, else the full path: what chain walkers keep to notice a loop.
+    /// </summary>
+    public static string Key(string location) =>
+        HttpRangeDevice.IsUrl(location) ? location : Of(location)?.ToString() ?? Path.GetFullPath(location);
+
     /// <summary>The file an open descriptor refers to.</summary>
     public static FileIdentity OfFd(int fd, string path) =>
         Syscall.fstat(fd, out var st) == 0 ? new FileIdentity(st.st_dev, st.st_ino)

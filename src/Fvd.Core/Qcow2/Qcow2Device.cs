@@ -11,7 +11,6 @@
 using System.Buffers;
 using Fvd.Core.Image;
 using Fvd.Core.Io;
-using Mono.Unix;
 
 namespace Fvd.Core.Qcow2;
 
@@ -102,7 +101,7 @@ public sealed class Qcow2Device : IBlockDevice
 
     private static Qcow2Device Open(string location, Func<string, IBlockDevice> openRaw, long cacheBytes, List<string> chain)
     {
-        string id = Identity(location);
+        string id = FileIdentity.Key(location);
         if (chain.Contains(id))
             throw new FvdException(FvdErrorKind.InvalidFormat, "qcow2 backing chain loops back to this file", location);
         if (chain.Count >= MaxChainDepth)
@@ -143,22 +142,6 @@ public sealed class Qcow2Device : IBlockDevice
         HttpRangeDevice.IsUrl(location) && !HttpRangeDevice.IsUrl(stored)
             ? new Uri(new Uri(location), stored).AbsoluteUri
             : FvdImage.ResolveRelative(location, stored);
-
-    /// <summary>Device and inode for files (so links and other spellings meet), the URL itself otherwise.</summary>
-    private static string Identity(string location)
-    {
-        if (HttpRangeDevice.IsUrl(location)) return location;
-        try
-        {
-            var st = new UnixFileInfo(location);
-            if (st.Exists) return $"{st.Device}:{st.Inode}";
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidOperationException)
-        {
-            // Fall back to the path; opening it reports the real error.
-        }
-        return Path.GetFullPath(location);
-    }
 
     /// <summary>
     /// This file and every file of its backing chain, so a convert or create never writes over what it
